@@ -1,0 +1,55 @@
+# Two entry points: `make figures` (the default-scale run behind figures/) and `make test`.
+# Both create the virtual environment and its Jupyter kernel on first use.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+KERNEL := melhubert
+SCALE ?= default
+WORK ?= work
+FIGURES ?= figures
+STAMP := $(WORK)/$(SCALE)/stamps
+LIB := $(shell find melhubert_lib -name '*.py' 2>/dev/null)
+
+# The notebooks of the pipeline, in dependency order.
+NOTEBOOKS := 00_data 01_baseline
+
+.PHONY: all figures test lint env lock clean-figures
+.DELETE_ON_ERROR:
+
+all: figures
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (melhubert)" >/dev/null
+	touch $@
+
+# Re-resolve the pins after editing requirements.in (writes requirements.lock and environment.yml).
+lock: $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements.in
+	$(PY) scripts/lock.py
+
+# Each notebook runs headless with papermill into a temporary file that replaces the notebook
+# only on success; a stamp records the success so make re-runs only what changed.
+$(STAMP)/%.done: notebooks/%.ipynb $(LIB) $(VENV)/.installed
+	@mkdir -p $(STAMP)
+	$(PY) -m melhubert_lib run-notebook notebooks/$*.ipynb --scale $(SCALE) --work-dir $(WORK) \
+		--figures-dir $(FIGURES) --kernel $(KERNEL)
+	touch $@
+
+$(STAMP)/01_baseline.done: $(STAMP)/00_data.done
+
+figures: $(VENV)/.installed $(foreach nb,$(NOTEBOOKS),$(STAMP)/$(nb).done)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q tests
+	$(PY) -m melhubert_lib validate-notebooks $(foreach nb,$(NOTEBOOKS),notebooks/$(nb).ipynb) --kernel $(KERNEL)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,122 @@
+"""The baseline MelHuBERT of a scale: k-means targets, then one or more pretraining iterations.
+
+Iteration 1 learns stage-1 targets (k-means on MFCC + deltas or on log-Mel); each later iteration
+re-clusters a hidden layer of the previous model and pretrains a fresh model on those targets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .features import frames_per_stack, stack_frames
+from .frames import FrameStore
+from .model import MelHuBERT, MelHuBERTConfig, preset
+from .pretrain import SSLData, TrainResult, train
+from .representations import hidden_states
+from .scales import PretrainScale
+from .targets import Codebook, fit_codebook
+from .workspace import Workspace, model_inputs, raw_frames
+
+PARTS = ("pretrain-train", "pretrain-valid")
+
+
+@dataclass
+class TargetSet:
+    """Cluster labels of the pretraining split's two parts, and the codebook that made them."""
+
+    name: str
+    codebook: Codebook
+    labels: dict[str, FrameStore]  # part -> (T, 1) labels
+
+
+@dataclass
+class BaselineResult:
+    """The baseline's iterations: target sets and training runs, last one is the final model."""
+
+    targets: list[TargetSet]
+    runs: list[TrainResult]
+
+    @property
+    def model_dir(self) -> Path:
+        """Directory of the final baseline checkpoint."""
+        return self.runs[-1].model_dir
+
+
+def _target_set(ws: Workspace, name: str, frames: dict[str, FrameStore]) -> TargetSet:
+    """Fit (or load) a codebook on the train part's frames and label both parts; cached under targets/<name>."""
+    folder = ws.targets_dir(name)
+    book_path = folder / "codebook.npz"
+    if book_path.is_file() and all((folder / f"{p}.npz").is_file() for p in PARTS):
+        return TargetSet(name, Codebook.load(book_path), {p: FrameStore.load(folder / f"{p}.npz") for p in PARTS})
+    t = ws.scale.targets
+    book = fit_codebook(frames["pretrain-train"], t.n_clusters, t.max_frames, seed=ws.seed)
+    labels = {p: book.assign_store(frames[p]) for p in PARTS}
+    for p in PARTS:
+        labels[p].save(folder / f"{p}.npz")
+    book.save(book_path)  # written last: its presence marks a complete target set
+    return TargetSet(name, book, labels)
+
+
+def acoustic_targets(ws: Workspace, kind: str | None = None) -> TargetSet:
+    """Stage-1 targets: k-means on MFCC + deltas ('mfcc') or log-Mel ('fbank') at the model frame rate."""
+    kind = kind or ws.scale.targets.feature
+    factor = frames_per_stack(ws.scale.frame_ms)
+    frames = {p: raw_frames(ws, p, kind).map(lambda f: stack_frames(torch.from_numpy(f), factor).numpy())
+              for p in PARTS}
+    return _target_set(ws, f"stage1-{kind}", frames)
+
+
+def hidden_targets(ws: Workspace, model: MelHuBERT, layer: int, name: str) -> TargetSet:
+    """Stage-2 targets: k-means on hidden layer `layer` of a trained model."""
+    frames = {p: hidden_states(model, model_inputs(ws, p), [layer])[layer] for p in PARTS}
+    return _target_set(ws, name, frames)
+
+
+def ssl_data(ws: Workspace, targets: TargetSet) -> dict[str, SSLData]:
+    """Model inputs paired with a target set, for both parts of the pretraining split."""
+    return {p: SSLData(model_inputs(ws, p), targets.labels[p]) for p in PARTS}
+
+
+def baseline_config(ws: Workspace) -> MelHuBERTConfig:
+    """The scale's model preset with K set to the scale's cluster count."""
+    cfg = preset(ws.scale.model_preset, n_clusters=ws.scale.targets.n_clusters)
+    factor = frames_per_stack(ws.scale.frame_ms)
+    return dataclasses.replace(cfg, input_dim=40 * factor, frame_ms=ws.scale.frame_ms, mask_span=10 // factor)
+
+
+def pretrain_baseline(ws: Workspace, name: str = "baseline", sched: PretrainScale | None = None,
+                      seed: int | None = None, stop_after: int | None = None) -> BaselineResult:
+    """Run (or resume) every target iteration of the baseline; runs live in runs/<name>-iter<i>."""
+    sched = sched or ws.scale.pretrain
+    seed = ws.seed if seed is None else seed
+    targets = [acoustic_targets(ws)]
+    runs: list[TrainResult] = []
+    for it in range(1, sched.iterations + 1):
+        if it > 1:
+            prev = MelHuBERT.from_pretrained(runs[-1].model_dir)
+            layer = sched.stage2_layer if sched.stage2_layer >= 0 else max(1, prev.config.depth // 2)
+            targets.append(hidden_targets(ws, prev, layer, f"{name}-iter{it - 1}-layer{layer}"))
+        data = ssl_data(ws, targets[-1])
+        torch.manual_seed(seed)
+        model = MelHuBERT(baseline_config(ws))
+        runs.append(train(model, data["pretrain-train"], data["pretrain-valid"], sched,
+                          ws.run_dir(f"{name}-iter{it}"), seed=seed, stop_after=stop_after))
+        if runs[-1].steps < sched.steps:
+            break
+    return BaselineResult(targets, runs)
+
+
+def untrained_model(ws: Workspace, seed: int | None = None) -> MelHuBERT:
+    """The baseline architecture with random weights (a floor for every probe)."""
+    torch.manual_seed(ws.seed if seed is None else seed)
+    return MelHuBERT(baseline_config(ws)).eval()
+
+
+def label_counts(targets: TargetSet) -> np.ndarray:
+    """How often each cluster occurs in the training part (empty clusters show as zeros)."""
+    return np.bincount(targets.labels["pretrain-train"].data[:, 0], minlength=targets.codebook.n_clusters)

@@ -1,0 +1,86 @@
+"""Command-line entry point: `melhubert <stage> ...` (also `python -m melhubert_lib ...`).
+
+Each stage calls the same library functions as the notebooks; `pretrain` runs under torchrun too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from .scales import SCALES
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", default="default", help=f"one of {', '.join(SCALES)} (default: default)")
+    p.add_argument("--work-dir", default="work", help="folder for corpora, caches and runs (default: work)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--librispeech", default=None,
+                   help="folder holding real LibriSpeech split folders (train-clean-360, ...) instead of the "
+                        "synthetic corpus")
+
+
+def _build_corpus(args: argparse.Namespace) -> None:
+    from .workspace import open_workspace
+
+    ws = open_workspace(args.scale, args.work_dir, args.seed, args.librispeech)
+    print(json.dumps({"librispeech": str(ws.librispeech), "corpus": str(ws.corpus_root)}, indent=2))
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from .baseline import pretrain_baseline
+    from .workspace import open_workspace
+
+    ws = open_workspace(args.scale, args.work_dir, args.seed, args.librispeech)
+    sched = ws.scale.pretrain
+    overrides = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
+    result = pretrain_baseline(ws, name=args.name, sched=dataclasses.replace(sched, **overrides))
+    final = result.runs[-1].final
+    print(json.dumps({"model": str(result.model_dir), "valid_loss": final.loss, "valid_accuracy": final.accuracy}))
+
+
+def _run_notebook(args: argparse.Namespace) -> None:
+    from .notebooks import run_notebook
+
+    run_notebook(args.notebook, args.scale, args.work_dir, args.figures_dir, args.kernel)
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from .notebooks import validate_notebooks
+
+    sys.exit(validate_notebooks(args.notebooks, args.kernel))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subcommand per pipeline stage."""
+    parser = argparse.ArgumentParser(prog="melhubert", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("build-corpus", help="synthesise the embedded corpus of a scale (once)")
+    _common(p)
+    p.set_defaults(func=_build_corpus)
+    p = sub.add_parser("pretrain", help="fit targets and pretrain the baseline (resumes; torchrun-ready)")
+    _common(p)
+    p.add_argument("--name", default="baseline")
+    p.add_argument("--steps", type=int, default=None, help="override the scale's step count")
+    p.add_argument("--lr", type=float, default=None, help="override the scale's peak learning rate")
+    p.set_defaults(func=_pretrain)
+    p = sub.add_parser("run-notebook", help="execute a notebook with papermill (replaced only on success)")
+    p.add_argument("notebook")
+    p.add_argument("--scale", default="default")
+    p.add_argument("--work-dir", default="work")
+    p.add_argument("--figures-dir", default="figures")
+    p.add_argument("--kernel", default="melhubert")
+    p.set_defaults(func=_run_notebook)
+    p = sub.add_parser("validate-notebooks", help="nbval over smoke-scale copies of notebooks")
+    p.add_argument("notebooks", nargs="+")
+    p.add_argument("--kernel", default="melhubert")
+    p.set_defaults(func=_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments and run the chosen stage."""
+    args = build_parser().parse_args(argv)
+    args.func(args)

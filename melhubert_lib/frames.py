@@ -1,0 +1,87 @@
+"""Per-utterance frame matrices of one corpus split, computed once and cached on disk.
+
+`FrameStore` is a ragged array (one (T_i, D) matrix per utterance) kept as a single concatenated
+array plus offsets, saved as an uncompressed .npz without pickled objects.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .atomic import atomic_path
+from .audio import load_audio
+
+
+@dataclass
+class FrameStore:
+    """Frame matrices of many utterances: `data[offsets[i]:offsets[i+1]]` belongs to `utt_ids[i]`."""
+
+    data: np.ndarray
+    offsets: np.ndarray
+    utt_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.data[self.offsets[i] : self.offsets[i + 1]]
+
+    def lengths(self) -> np.ndarray:
+        """Frames per utterance."""
+        return np.diff(self.offsets)
+
+    @classmethod
+    def from_arrays(cls, arrays: Sequence[np.ndarray], utt_ids: Sequence[str]) -> FrameStore:
+        """Concatenate per-utterance arrays."""
+        if len(arrays) != len(utt_ids):
+            raise ValueError(f"{len(arrays)} arrays for {len(utt_ids)} utterance ids")
+        offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(a) for a in arrays])
+        data = np.concatenate(arrays) if arrays else np.zeros((0, 0), dtype=np.float32)
+        return cls(data=data, offsets=offsets, utt_ids=list(utt_ids))
+
+    def map(self, fn: Callable[[np.ndarray], np.ndarray]) -> FrameStore:
+        """Apply `fn` to every utterance's matrix."""
+        return FrameStore.from_arrays([fn(self[i]) for i in range(len(self))], self.utt_ids)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically as .npz (no pickle)."""
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, data=self.data, offsets=self.offsets, utt_ids=np.array(self.utt_ids, dtype=str))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> FrameStore:
+        """Read a store written by `save`."""
+        with np.load(Path(path), allow_pickle=False) as z:
+            return cls(data=z["data"], offsets=z["offsets"], utt_ids=[str(u) for u in z["utt_ids"]])
+
+
+def extract(
+    paths: Sequence[str | os.PathLike],
+    utt_ids: Sequence[str],
+    featurize: Callable[[np.ndarray], torch.Tensor],
+    desc: str = "features",
+) -> FrameStore:
+    """Load every file, apply `featurize` to its waveform and collect the frame matrices (float32)."""
+    arrays = []
+    for path in tqdm(paths, desc=desc, unit="utt", leave=False):
+        arrays.append(featurize(load_audio(path)).numpy().astype(np.float32))
+    return FrameStore.from_arrays(arrays, utt_ids)
+
+
+def cached(path: str | os.PathLike, build: Callable[[], FrameStore]) -> FrameStore:
+    """Load the store at `path`, or build it, save it atomically and return it."""
+    path = Path(path)
+    if path.is_file():
+        return FrameStore.load(path)
+    store = build()
+    store.save(path)
+    return store

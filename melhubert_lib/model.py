@@ -1,0 +1,340 @@
+"""MelHuBERT: a HuBERT that reads log-Mel frames, with every compressible shape in its config.
+
+Input projection -> convolutional positional embedding -> LayerNorm -> post-LN Transformer layers
+-> linear cluster head. Heads per layer, FFN width per layer, optional low-rank factors per linear
+layer and depth all live in `MelHuBERTConfig`, so a compressed model is rebuilt from its config
+alone (`MelHuBERT.from_pretrained`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .atomic import atomic_path
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class MelHuBERTConfig:
+    """Every shape of a MelHuBERT, compressed or not."""
+
+    heads: list[int]  # attention heads in each layer; len(heads) is the depth
+    ffn_dims: list[int]  # FFN width of each layer
+    d_model: int = 768
+    head_dim: int = 64
+    input_dim: int = 80  # 40 Mel bins x frames stacked (2 at 20 ms)
+    n_clusters: int = 512
+    ranks: dict[str, int] = field(default_factory=dict)  # "layers.3.ffn.fc1" -> rank of its factorisation
+    pos_conv_kernel: int = 128
+    pos_conv_groups: int = 16
+    dropout: float = 0.1
+    mask_prob: float = 0.7
+    mask_span: int = 5  # frames at the model rate (5 x 20 ms; use 10 at 10 ms)
+    frame_ms: int = 20
+
+    def __post_init__(self) -> None:
+        if len(self.heads) != len(self.ffn_dims):
+            raise ValueError(f"heads ({len(self.heads)} layers) and ffn_dims ({len(self.ffn_dims)}) differ in depth")
+        if any(h < 1 for h in self.heads):
+            raise ValueError(f"every layer needs at least one head, got heads={self.heads}")
+        if any(w < 1 for w in self.ffn_dims):
+            raise ValueError(f"every layer needs a positive FFN width, got ffn_dims={self.ffn_dims}")
+        if self.d_model % self.pos_conv_groups:
+            raise ValueError(f"d_model={self.d_model} must be divisible by pos_conv_groups={self.pos_conv_groups}")
+
+    @property
+    def depth(self) -> int:
+        """Number of Transformer layers."""
+        return len(self.heads)
+
+    def to_json(self) -> str:
+        """Serialise to JSON."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> MelHuBERTConfig:
+        """Parse a config written by `to_json`."""
+        return cls(**json.loads(text))
+
+
+def preset(name: str, n_clusters: int | None = None) -> MelHuBERTConfig:
+    """The named model preset: 'paper' (the authors' base model, ~90.2 M), 'default' or 'smoke'."""
+    presets = {
+        "paper": dict(heads=[12] * 12, ffn_dims=[3072] * 12, d_model=768, n_clusters=512),
+        "default": dict(
+            heads=[4] * 4, ffn_dims=[1024] * 4, d_model=256, n_clusters=100, pos_conv_kernel=32, dropout=0.05
+        ),
+        "smoke": dict(
+            heads=[2] * 2, ffn_dims=[64] * 2, d_model=32, head_dim=16, n_clusters=16, pos_conv_kernel=8,
+            pos_conv_groups=4, dropout=0.0,
+        ),
+    }
+    if name not in presets:
+        raise ValueError(f"unknown model preset {name!r}: choose one of {', '.join(presets)} (parameter 'preset')")
+    cfg = MelHuBERTConfig(**presets[name])
+    return cfg if n_clusters is None else replace(cfg, n_clusters=n_clusters)
+
+
+class LowRankLinear(nn.Module):
+    """A linear layer factorised as W ~ up @ down with an inner rank: two smaller Linear layers."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int) -> None:
+        super().__init__()
+        if not 1 <= rank <= min(in_features, out_features):
+            raise ValueError(f"rank {rank} outside [1, {min(in_features, out_features)}] for a "
+                             f"{in_features}->{out_features} layer")
+        self.down = nn.Linear(in_features, rank, bias=False)
+        self.up = nn.Linear(rank, out_features)
+
+    @property
+    def in_features(self) -> int:
+        """Input width, as on nn.Linear."""
+        return self.down.in_features
+
+    @property
+    def out_features(self) -> int:
+        """Output width, as on nn.Linear."""
+        return self.up.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))
+
+
+def make_linear(name: str, in_features: int, out_features: int, ranks: dict[str, int]) -> nn.Module:
+    """nn.Linear, or LowRankLinear when the config gives `name` a rank."""
+    if name in ranks:
+        return LowRankLinear(in_features, out_features, ranks[name])
+    return nn.Linear(in_features, out_features)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention from separate q/k/v/out projections (prunable by slicing)."""
+
+    def __init__(self, prefix: str, cfg: MelHuBERTConfig, n_heads: int) -> None:
+        super().__init__()
+        inner = n_heads * cfg.head_dim
+        self.n_heads, self.head_dim = n_heads, cfg.head_dim
+        self.q_proj = make_linear(f"{prefix}.q_proj", cfg.d_model, inner, cfg.ranks)
+        self.k_proj = make_linear(f"{prefix}.k_proj", cfg.d_model, inner, cfg.ranks)
+        self.v_proj = make_linear(f"{prefix}.v_proj", cfg.d_model, inner, cfg.ranks)
+        self.out_proj = make_linear(f"{prefix}.out_proj", inner, cfg.d_model, cfg.ranks)
+        self.dropout = cfg.dropout
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, H*Dh) -> (B, H, T, Dh)."""
+        b, t, _ = x.shape
+        return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def context(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """Per-head attention output before the out-projection: (B, H, T, Dh)."""
+        q, k, v = (self.split_heads(p(x)) for p in (self.q_proj, self.k_proj, self.v_proj))
+        drop = self.dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        ctx = self.context(x, attn_mask)
+        b, _, t, _ = ctx.shape
+        return self.out_proj(ctx.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
+
+
+class FeedForward(nn.Module):
+    """fc1 -> GELU -> dropout -> fc2."""
+
+    def __init__(self, prefix: str, cfg: MelHuBERTConfig, width: int) -> None:
+        super().__init__()
+        self.fc1 = make_linear(f"{prefix}.fc1", cfg.d_model, width, cfg.ranks)
+        self.fc2 = make_linear(f"{prefix}.fc2", width, cfg.d_model, cfg.ranks)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(F.gelu(self.fc1(x))))
+
+
+class EncoderLayer(nn.Module):
+    """Post-LN Transformer layer: x = LN(x + attn(x)); x = LN(x + ffn(x))."""
+
+    def __init__(self, index: int, cfg: MelHuBERTConfig) -> None:
+        super().__init__()
+        prefix = f"layers.{index}"
+        self.attention = SelfAttention(f"{prefix}.attention", cfg, cfg.heads[index])
+        self.attn_norm = nn.LayerNorm(cfg.d_model)
+        self.ffn = FeedForward(f"{prefix}.ffn", cfg, cfg.ffn_dims[index])
+        self.ffn_norm = nn.LayerNorm(cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.attn_norm(x + self.dropout(self.attention(x, attn_mask)))
+        return self.ffn_norm(x + self.dropout(self.ffn(x)))
+
+
+class PositionalConv(nn.Module):
+    """Convolutional relative positional embedding (weight-normed grouped Conv1d, same padding, GELU)."""
+
+    def __init__(self, cfg: MelHuBERTConfig) -> None:
+        super().__init__()
+        conv = nn.Conv1d(cfg.d_model, cfg.d_model, cfg.pos_conv_kernel, padding=cfg.pos_conv_kernel // 2,
+                         groups=cfg.pos_conv_groups)
+        self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
+        self.trim = 1 if cfg.pos_conv_kernel % 2 == 0 else 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x.transpose(1, 2))
+        if self.trim:
+            y = y[..., : -self.trim]
+        return F.gelu(y).transpose(1, 2)
+
+
+@dataclass
+class MelHuBERTOutput:
+    """What a forward pass returns."""
+
+    hidden_states: list[torch.Tensor]  # [encoder input] + one (B, T, D) tensor per layer
+    logits: torch.Tensor | None  # (B, T, K) cluster logits of the last layer (None without the head)
+    mask: torch.Tensor | None  # (B, T) True where the input was masked
+    padding_mask: torch.Tensor | None  # (B, T) True at padded frames
+    loss: torch.Tensor | None = None  # mean CE over masked, non-padded frames (when targets given)
+    n_masked: int = 0  # frames the loss averages over
+    correct: int = 0  # masked frames whose argmax equals the target
+
+
+def compute_span_mask(
+    shape: tuple[int, int], prob: float, span: int, lengths: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """HuBERT-style span mask: about prob*T/span random span starts per utterance, each masking `span` frames."""
+    batch, frames = shape
+    mask = torch.zeros(batch, frames, dtype=torch.bool)
+    for i in range(batch):
+        length = int(lengths[i])
+        if length <= span:
+            continue
+        n_spans = int(prob * length / span + torch.rand((), generator=generator))
+        if n_spans == 0:
+            continue
+        starts = torch.randperm(length - span, generator=generator)[:n_spans]
+        idx = (starts[:, None] + torch.arange(span)[None, :]).reshape(-1)
+        mask[i, idx] = True
+    return mask
+
+
+class MelHuBERT(nn.Module):
+    """The MelHuBERT model; build from a config, save and load with the config beside the weights."""
+
+    def __init__(self, cfg: MelHuBERTConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.input_proj = nn.Linear(cfg.input_dim, cfg.d_model)
+        self.pos_conv = PositionalConv(cfg)
+        self.input_norm = nn.LayerNorm(cfg.d_model)
+        self.input_dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(EncoderLayer(i, cfg) for i in range(cfg.depth))
+        self.cluster_head = nn.Linear(cfg.d_model, cfg.n_clusters)
+
+    def forward(
+        self,
+        feats: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        n_layers: int | None = None,
+    ) -> MelHuBERTOutput:
+        """Run the model on (B, T, input_dim) features.
+
+        `mask` (B, T) zeroes those input frames (masked prediction); with `targets` (B, T; -100 to
+        ignore) the loss is cross-entropy over masked, non-padded frames. `n_layers` stops early
+        (the first-N-layers depth baseline) and skips the cluster head.
+        """
+        if feats.dim() != 3 or feats.shape[-1] != self.config.input_dim:
+            raise ValueError(f"features must be (batch, frames, {self.config.input_dim}), got {tuple(feats.shape)}")
+        b, t, _ = feats.shape
+        padding_mask = None
+        attn_mask = None
+        if lengths is not None:
+            padding_mask = torch.arange(t, device=feats.device)[None, :] >= lengths.to(feats.device)[:, None]
+            if bool(padding_mask.any()):
+                attn_mask = ~padding_mask[:, None, None, :]
+            else:
+                padding_mask = None
+        if mask is not None:
+            feats = feats.masked_fill(mask[..., None].to(feats.device), 0.0)
+        x = self.input_proj(feats)
+        if padding_mask is not None:
+            x = x.masked_fill(padding_mask[..., None], 0.0)
+        x = self.input_dropout(self.input_norm(x + self.pos_conv(x)))
+        hidden = [x]
+        layers = self.layers if n_layers is None else self.layers[:n_layers]
+        for layer in layers:
+            x = layer(x, attn_mask)
+            hidden.append(x)
+        out = MelHuBERTOutput(hidden_states=hidden, logits=None, mask=mask, padding_mask=padding_mask)
+        if n_layers is not None and n_layers < self.config.depth:
+            return out
+        out.logits = self.cluster_head(x)
+        if targets is not None:
+            self._add_loss(out, targets.to(feats.device))
+        return out
+
+    @staticmethod
+    def _add_loss(out: MelHuBERTOutput, targets: torch.Tensor) -> None:
+        select = targets >= 0
+        if out.mask is not None:
+            select &= out.mask.to(targets.device)
+        if out.padding_mask is not None:
+            select &= ~out.padding_mask
+        logits = out.logits[select]
+        tgt = targets[select]
+        out.n_masked = int(tgt.numel())
+        out.loss = F.cross_entropy(logits, tgt, reduction="sum") / max(out.n_masked, 1)
+        out.correct = int((logits.argmax(-1) == tgt).sum())
+
+    def num_parameters(self, nonzero: bool = False) -> int:
+        """Total parameters, or only the non-zero ones (after weight pruning)."""
+        if nonzero:
+            return int(sum((p != 0).sum() for p in self.parameters()))
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json + model.safetensors into `directory` atomically; return the directory."""
+        directory = Path(directory)
+        with atomic_path(directory) as tmp:
+            tmp.mkdir(parents=True)
+            (tmp / CONFIG_NAME).write_text(self.config.to_json())
+            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_NAME))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> MelHuBERT:
+        """Load any checkpoint of the suite (baseline or compressed) from its directory; no pickle involved."""
+        directory = Path(directory)
+        cfg_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        if not cfg_path.is_file() or not weights_path.is_file():
+            raise FileNotFoundError(
+                f"{directory}: not a MelHuBERT checkpoint (expected {CONFIG_NAME} and {WEIGHTS_NAME} inside); "
+                "pass a directory written by save_pretrained"
+            )
+        try:
+            cfg = MelHuBERTConfig.from_json(cfg_path.read_text())
+        except (json.JSONDecodeError, TypeError, ValueError) as err:
+            raise ValueError(f"{cfg_path}: not a valid MelHuBERT config ({err})") from None
+        model = cls(cfg)
+        state = load_file(str(weights_path))
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in state.items()}
+        if expected != found:
+            diff = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+            raise ValueError(
+                f"{weights_path}: weights do not match the shapes in {cfg_path} (first differences: {diff[:3]}); "
+                "the two files come from different models — keep a checkpoint's files together"
+            )
+        model.load_state_dict(state)
+        return model

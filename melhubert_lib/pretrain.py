@@ -1,0 +1,290 @@
+"""Masked-prediction training of MelHuBERT: pretraining, and fine-tuning after compression.
+
+Adam, gradient clipping, optional warm-up + cosine decay, length-bucketed random crops, gradient
+accumulation, held-out validation, TensorBoard, a tqdm bar, atomic checkpoints every N steps and
+exact resume. Runs as one process or under torchrun (DistributedDataParallel; NCCL on GPUs, gloo
+on CPUs): every process builds the same global batch and mask and trains on its share, with the
+loss normalised by the global count of masked frames so the update equals the single-process one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+from .atomic import atomic_path, write_text_atomic
+from .batching import Batch, collate, epoch_batches, eval_batches
+from .frames import FrameStore
+from .model import MelHuBERT, compute_span_mask
+from .scales import PretrainScale
+
+TRAIN_LOSS_TAG = "mel_hubert_masked_prediction/train-loss"
+STATE_NAME = "trainer_state.pt"
+EVAL_SEED = 1234
+
+
+@dataclass
+class SSLData:
+    """Model inputs (normalised, stacked log-Mel) and cluster targets of one set of utterances."""
+
+    feats: FrameStore
+    targets: FrameStore
+
+    def __post_init__(self) -> None:
+        if not np.array_equal(self.feats.lengths(), self.targets.lengths()):
+            raise ValueError("features and targets disagree on frames per utterance; rebuild the targets")
+
+
+@dataclass
+class SSLMetrics:
+    """Held-out masked-prediction loss and accuracy (fixed masks, so comparable across models)."""
+
+    loss: float
+    accuracy: float
+    n_frames: int
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_dir: Path
+    model_dir: Path
+    steps: int
+    metrics: pd.DataFrame  # tidy: step, split, metric, value
+    final: SSLMetrics
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in a (possibly single-process) run."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that logs and writes."""
+        return self.rank == 0
+
+
+def init_distributed() -> DistInfo:
+    """Join the torchrun process group when launched by torchrun; otherwise one CPU/GPU process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(device)
+    return DistInfo(rank=int(os.environ.get("RANK", "0")), world=world, device=device)
+
+
+@torch.no_grad()
+def evaluate_ssl(model: MelHuBERT, data: SSLData, max_seconds: float = 15.0, batch_seconds: float = 120.0,
+                 device: torch.device | str = "cpu") -> SSLMetrics:
+    """Masked-prediction loss/accuracy on held-out data with masks fixed by a constant seed."""
+    was_training = model.training
+    model.eval()
+    per_sec = 1000 // model.config.frame_ms
+    gen = torch.Generator().manual_seed(EVAL_SEED)
+    total, correct, frames = 0.0, 0, 0
+    for crops in eval_batches(data.feats.lengths(), int(max_seconds * per_sec), int(batch_seconds * per_sec)):
+        batch = collate(crops, data.feats, data.targets)
+        mask = compute_span_mask(tuple(batch.targets.shape), model.config.mask_prob, model.config.mask_span,
+                                 batch.lengths, gen)
+        out = model(batch.feats.to(device), batch.lengths, batch.targets.to(device), mask)
+        total += float(out.loss) * out.n_masked
+        correct += out.correct
+        frames += out.n_masked
+    model.train(was_training)
+    return SSLMetrics(loss=total / max(frames, 1), accuracy=correct / max(frames, 1), n_frames=frames)
+
+
+def lr_factor(step: int, sched: PretrainScale) -> float:
+    """Learning-rate multiplier at a step: linear warm-up, then constant or cosine decay to zero."""
+    if sched.warmup_steps and step < sched.warmup_steps:
+        return (step + 1) / sched.warmup_steps
+    if sched.decay == "constant":
+        return 1.0
+    if sched.decay == "cosine":
+        span = max(1, sched.steps - sched.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - sched.warmup_steps) / span)))
+    raise ValueError(f"decay={sched.decay!r}: choose 'constant' or 'cosine'")
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    return sorted(p for p in (run_dir / "checkpoints").glob("step-*") if (p / STATE_NAME).is_file())
+
+
+def _step_seed(seed: int, step: int, rank: int = 0) -> int:
+    return (seed * 1_000_003 + step * 7919 + rank) % (2**63)
+
+
+def train(
+    model: MelHuBERT,
+    train_data: SSLData,
+    valid_data: SSLData,
+    sched: PretrainScale,
+    run_dir: str | os.PathLike,
+    seed: int = 0,
+    stop_after: int | None = None,
+    keep_checkpoints: int = 2,
+) -> TrainResult:
+    """Train `model` on masked prediction; resume from the latest checkpoint in `run_dir` if there is one.
+
+    `stop_after` ends the run early at that step (after its checkpoint), as an interruption would;
+    calling `train` again continues it. The finished model is saved to `run_dir/model`.
+    """
+    run_dir = Path(run_dir)
+    info = init_distributed()
+    torch.manual_seed(seed)
+    ckpts = _checkpoints(run_dir)
+    if ckpts:
+        model = MelHuBERT.from_pretrained(ckpts[-1])
+    model.to(info.device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=sched.lr)
+    step, metrics_rows = 0, []
+    if ckpts:
+        state = torch.load(ckpts[-1] / STATE_NAME, weights_only=True, map_location=info.device)
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        metrics_path = run_dir / "metrics.csv"
+        if metrics_path.is_file():
+            old = pd.read_csv(metrics_path)
+            metrics_rows = old[old.step <= step].to_dict("records")
+    wrapped = DistributedDataParallel(model) if info.world > 1 else model
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step) if info.is_main else None
+
+    per_sec = 1000 // model.config.frame_ms
+    crop_frames = int(sched.crop_seconds * per_sec)
+    batch_frames = int(sched.batch_seconds * per_sec)
+    lengths = train_data.feats.lengths()
+    epoch, index = _locate(step, lengths, crop_frames, batch_frames, seed)
+    batches = epoch_batches(lengths, crop_frames, batch_frames, seed, epoch)
+    last_stop = sched.steps if stop_after is None else min(sched.steps, stop_after)
+    bar = tqdm(total=sched.steps, initial=step, desc=f"train {run_dir.name}", disable=not info.is_main,
+               unit="step", dynamic_ncols=True)
+    while step < last_stop:
+        if index == len(batches):
+            epoch, index = epoch + 1, 0
+            batches = epoch_batches(lengths, crop_frames, batch_frames, seed, epoch)
+        batch = collate(batches[index], train_data.feats, train_data.targets)
+        index += 1
+        for group in optimizer.param_groups:
+            group["lr"] = sched.lr * lr_factor(step, sched)
+        loss, acc = _train_step(wrapped, model, optimizer, batch, sched, seed, step, info)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
+        if step % sched.log_every == 0 or step == last_stop:
+            metrics_rows += [_row(step, "train", "loss", loss), _row(step, "train", "accuracy", acc),
+                             _row(step, "train", "lr", optimizer.param_groups[0]["lr"])]
+            if writer:
+                writer.add_scalar(TRAIN_LOSS_TAG, loss, step)
+                writer.add_scalar("mel_hubert_masked_prediction/train-accuracy", acc, step)
+                writer.add_scalar("mel_hubert_masked_prediction/lr", optimizer.param_groups[0]["lr"], step)
+        if step % sched.eval_every == 0 or step == sched.steps:
+            val = evaluate_ssl(model, valid_data, device=info.device)
+            metrics_rows += [_row(step, "valid", "loss", val.loss), _row(step, "valid", "accuracy", val.accuracy)]
+            if writer:
+                writer.add_scalar("mel_hubert_masked_prediction/valid-loss", val.loss, step)
+                writer.add_scalar("mel_hubert_masked_prediction/valid-accuracy", val.accuracy, step)
+        if (step % sched.checkpoint_every == 0 or step == last_stop) and info.is_main:
+            _save_checkpoint(run_dir, model, optimizer, step, metrics_rows, keep_checkpoints)
+        if info.world > 1:
+            dist.barrier()
+    bar.close()
+    if writer:
+        writer.close()
+    model_dir = run_dir / "model"
+    if step >= sched.steps and info.is_main:
+        model.save_pretrained(model_dir)
+    final = evaluate_ssl(model, valid_data, device=info.device)
+    return TrainResult(run_dir, model_dir, step, pd.DataFrame(metrics_rows), final)
+
+
+def _row(step: int, split: str, metric: str, value: float) -> dict:
+    return {"step": step, "split": split, "metric": metric, "value": float(value)}
+
+
+def _locate(step: int, lengths: np.ndarray, crop_frames: int, batch_frames: int, seed: int) -> tuple[int, int]:
+    """(epoch, index within the epoch) of the batch used at `step`."""
+    epoch = 0
+    while True:
+        n = len(epoch_batches(lengths, crop_frames, batch_frames, seed, epoch))
+        if step < n:
+            return epoch, step
+        step -= n
+        epoch += 1
+
+
+def _train_step(wrapped: torch.nn.Module, model: MelHuBERT, optimizer: torch.optim.Optimizer, batch: Batch,
+                sched: PretrainScale, seed: int, step: int, info: DistInfo) -> tuple[float, float]:
+    """One update over the global batch; returns the batch's masked loss and accuracy."""
+    cfg = model.config
+    gen = torch.Generator().manual_seed(_step_seed(seed, step))
+    mask = compute_span_mask(tuple(batch.targets.shape), cfg.mask_prob, cfg.mask_span, batch.lengths, gen)
+    n_total = int(((batch.targets >= 0) & mask).sum())
+    torch.manual_seed(_step_seed(seed, step, info.rank + 1))  # dropout
+    optimizer.zero_grad(set_to_none=True)
+    rows = torch.arange(batch.feats.shape[0])
+    micro_batches = [m for m in rows.chunk(sched.grad_accum) if len(m)]
+    loss_sum, correct = torch.zeros((), device=info.device), torch.zeros((), device=info.device)
+    for i, micro in enumerate(micro_batches):
+        mine = micro[info.rank :: info.world]
+        sync = i == len(micro_batches) - 1
+        ctx = wrapped.no_sync() if (info.world > 1 and not sync) else nullcontext()
+        with ctx:
+            if len(mine) == 0:  # keep DDP's collective calls in step with a zero-contribution pass
+                mine = micro[:1]
+                scale = 0.0
+            else:
+                scale = 1.0
+            part = batch.select(mine.tolist())
+            out = wrapped(part.feats.to(info.device), part.lengths, part.targets.to(info.device),
+                          mask[mine].to(info.device))
+            masked_sum = out.loss * out.n_masked * scale
+            (masked_sum * info.world / max(n_total, 1)).backward()
+            loss_sum += masked_sum.detach()
+            correct += out.correct * scale
+    if info.world > 1:
+        dist.all_reduce(loss_sum)
+        dist.all_reduce(correct)
+    loss = float(loss_sum) / max(n_total, 1)
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"non-finite training loss ({loss}) at step {step + 1}; no checkpoint was written for it. "
+            "Lower the learning rate or add warm-up (PretrainScale.lr / warmup_steps) and resume."
+        )
+    torch.nn.utils.clip_grad_norm_(model.parameters(), sched.clip_norm)
+    optimizer.step()
+    return loss, float(correct) / max(n_total, 1)
+
+
+def _save_checkpoint(run_dir: Path, model: MelHuBERT, optimizer: torch.optim.Optimizer, step: int,
+                     metrics_rows: list[dict], keep: int) -> None:
+    """Write metrics.csv and checkpoints/step-N (weights + config + optimizer) atomically; prune old ones."""
+    with atomic_path(run_dir / "metrics.csv") as tmp:
+        pd.DataFrame(metrics_rows, columns=["step", "split", "metric", "value"]).to_csv(tmp, index=False)
+    target = run_dir / "checkpoints" / f"step-{step:08d}"
+    with atomic_path(target) as tmp:
+        model.save_pretrained(tmp)
+        torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / STATE_NAME)
+    write_text_atomic(run_dir / "checkpoints" / "latest", target.name + "\n")
+    for old in _checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old)

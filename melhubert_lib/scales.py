@@ -1,0 +1,148 @@
+"""The three scales of the suite (smoke, default, paper) and everything each one sets.
+
+One code path serves all three: a stage reads its sizes from the `Scale` it is given and never
+branches on the scale's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CorpusScale:
+    """Sizes of the synthesised corpus (ignored when a real corpus path is given)."""
+
+    pretrain_hours: float  # unlabeled LibriSpeech-layout pretraining split
+    n_speakers: int  # distinct synthetic speakers overall
+    labeled_utts: dict[str, int]  # LibriSpeech-layout labeled splits: train/dev/test utterances
+    sid_utts_per_speaker: dict[str, int]  # VoxCeleb1-layout identification split per speaker
+    ks_per_keyword: int  # Speech Commands clips per keyword (and per unknown word)
+    min_words: int = 5  # sentence length range of the text generator
+    max_words: int = 16
+
+
+@dataclass(frozen=True)
+class TargetScale:
+    """K-means settings for the pretraining targets."""
+
+    n_clusters: int
+    max_frames: int  # frames sampled from the pretraining set to fit k-means
+    feature: str = "mfcc"  # stage-1 features: "mfcc" (MFCC + deltas) or "fbank" (the authors')
+
+
+@dataclass(frozen=True)
+class PretrainScale:
+    """Schedule of one pretraining iteration."""
+
+    steps: int
+    lr: float
+    batch_seconds: float  # audio per update (summed crop durations)
+    crop_seconds: float  # random crop length
+    warmup_steps: int = 0  # 0 and decay="constant" reproduce the authors' plain Adam
+    decay: str = "constant"  # "constant" or "cosine" (to 0 after `steps`)
+    grad_accum: int = 1
+    clip_norm: float = 10.0
+    log_every: int = 10
+    eval_every: int = 200
+    checkpoint_every: int = 200
+    iterations: int = 1  # target iterations: 1 = targets from features only; 2 adds a hidden-layer stage
+    stage2_layer: int = -1  # hidden layer whose k-means gives stage-2 targets (-1: middle layer)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Everything that differs between smoke, default and paper runs."""
+
+    name: str
+    model_preset: str
+    corpus: CorpusScale
+    targets: TargetScale
+    pretrain: PretrainScale
+    frame_ms: int = 20
+
+
+SCALES: dict[str, Scale] = {
+    "smoke": Scale(
+        name="smoke",
+        model_preset="smoke",
+        corpus=CorpusScale(
+            pretrain_hours=0.04,
+            n_speakers=12,
+            labeled_utts={"train": 36, "dev": 12, "test": 12},
+            sid_utts_per_speaker={"train": 3, "dev": 1, "test": 1},
+            ks_per_keyword=4,
+            min_words=3,
+            max_words=8,
+        ),
+        targets=TargetScale(n_clusters=16, max_frames=20_000),
+        pretrain=PretrainScale(
+            steps=12,
+            lr=1e-3,
+            batch_seconds=16.0,
+            crop_seconds=2.0,
+            warmup_steps=2,
+            decay="cosine",
+            log_every=2,
+            eval_every=6,
+            checkpoint_every=6,
+        ),
+    ),
+    "default": Scale(
+        name="default",
+        model_preset="default",
+        corpus=CorpusScale(
+            pretrain_hours=2.0,
+            n_speakers=240,
+            labeled_utts={"train": 900, "dev": 150, "test": 300},
+            sid_utts_per_speaker={"train": 6, "dev": 1, "test": 2},
+            ks_per_keyword=120,
+        ),
+        targets=TargetScale(n_clusters=100, max_frames=200_000),
+        pretrain=PretrainScale(
+            steps=2400,
+            lr=1.5e-3,
+            batch_seconds=64.0,
+            crop_seconds=4.0,
+            warmup_steps=200,
+            decay="cosine",
+            log_every=20,
+            eval_every=200,
+            checkpoint_every=200,
+        ),
+    ),
+    "paper": Scale(
+        name="paper",
+        model_preset="paper",
+        corpus=CorpusScale(
+            pretrain_hours=360.0,
+            n_speakers=921,
+            labeled_utts={"train": 28539, "dev": 2703, "test": 2620},
+            sid_utts_per_speaker={"train": 8, "dev": 1, "test": 1},
+            ks_per_keyword=2000,
+        ),
+        targets=TargetScale(n_clusters=512, max_frames=3_000_000, feature="fbank"),
+        pretrain=PretrainScale(
+            steps=630_000,
+            lr=1e-4,
+            batch_seconds=32 * 15.0,
+            crop_seconds=15.0,
+            grad_accum=4,
+            log_every=100,
+            eval_every=5000,
+            checkpoint_every=5000,
+            iterations=2,
+            stage2_layer=8,
+        ),
+    ),
+}
+
+
+def get_scale(name: str) -> Scale:
+    """Return the named scale, or raise a ValueError listing the valid names."""
+    try:
+        return SCALES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown scale {name!r}: choose one of {', '.join(SCALES)} (parameter 'scale')"
+        ) from None

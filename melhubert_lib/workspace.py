@@ -1,0 +1,112 @@
+"""Where a scale's corpus, caches, targets and runs live, and the cached data each stage reads.
+
+Layout under `<work_root>/<scale>/`: `corpus/` (synthetic corpus; absent when a real LibriSpeech
+path is given), `cache/` (fbank/MFCC frames per split, feature statistics), `targets/<name>/`
+(codebook + labels), `runs/<name>/` (training runs), `results/` (tidy CSV/JSON).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import corpus
+from .features import FeatureStats, fbank, frames_per_stack, mfcc_with_deltas, normalise, stack_frames
+from .frames import FrameStore, cached, extract
+from .scales import Scale, get_scale
+
+PRETRAIN_SPLIT = "train-clean-360"
+LABELED_SPLITS = ("train-clean-100", "dev-clean", "test-clean")
+VALID_EVERY = 25  # every 25th pretraining utterance (by sorted id) is held out for validation
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The folders of one scale's runs and the corpus they read."""
+
+    scale: Scale
+    root: Path
+    librispeech: Path  # folder holding the LibriSpeech split folders
+    corpus_root: Path | None  # the synthetic corpus (all three layouts), None for real data
+    seed: int = 0
+
+    @property
+    def cache(self) -> Path:
+        """Cached frames and statistics."""
+        return self.root / "cache"
+
+    @property
+    def results(self) -> Path:
+        """Tidy result files that the figure notebooks read."""
+        return self.root / "results"
+
+    def run_dir(self, name: str) -> Path:
+        """Folder of the training run `name`."""
+        return self.root / "runs" / name
+
+    def targets_dir(self, name: str) -> Path:
+        """Folder of the target set `name` (codebook and labels)."""
+        return self.root / "targets" / name
+
+
+def open_workspace(
+    scale: str | Scale, work_root: str | os.PathLike = "work", seed: int = 0,
+    librispeech: str | os.PathLike | None = None, workers: int = 2,
+) -> Workspace:
+    """Build (once) the synthetic corpus for `scale`, or point at real LibriSpeech, and return the workspace."""
+    scale = get_scale(scale) if isinstance(scale, str) else scale
+    root = Path(work_root) / scale.name
+    if librispeech is not None:
+        libri = Path(librispeech)
+        corpus.read_librispeech(libri, PRETRAIN_SPLIT)  # fails early with a clear error on a wrong path
+        return Workspace(scale, root, libri, None, seed)
+    corpus_root = root / "corpus"
+    corpus.build_corpus(corpus_root, scale.corpus, seed=seed, workers=workers)
+    return Workspace(scale, root, corpus_root / "LibriSpeech", corpus_root, seed)
+
+
+def split_utterances(ws: Workspace, split: str) -> list[corpus.Utterance]:
+    """The utterances of a LibriSpeech-layout split, sorted by id; the pretraining split is divided in two.
+
+    `split` may be a LibriSpeech split name, or "pretrain-train" / "pretrain-valid" for the two parts
+    of the pretraining split (validation = every `VALID_EVERY`-th utterance).
+    """
+    if split in ("pretrain-train", "pretrain-valid"):
+        utts = sorted(corpus.read_librispeech(ws.librispeech, PRETRAIN_SPLIT), key=lambda u: u.utt_id)
+        held = split == "pretrain-valid"
+        return [u for i, u in enumerate(utts) if (i % VALID_EVERY == VALID_EVERY - 1) == held]
+    return sorted(corpus.read_librispeech(ws.librispeech, split), key=lambda u: u.utt_id)
+
+
+def raw_frames(ws: Workspace, split: str, kind: str) -> FrameStore:
+    """Unnormalised 10 ms frames of a split: kind 'fbank' (40 log-Mel bins) or 'mfcc' (MFCC + deltas)."""
+    featurize = {"fbank": fbank, "mfcc": mfcc_with_deltas}
+    if kind not in featurize:
+        raise ValueError(f"kind={kind!r}: choose 'fbank' or 'mfcc'")
+    utts = split_utterances(ws, split)
+    return cached(ws.cache / f"{kind}-{split}.npz",
+                  lambda: extract([u.path for u in utts], [u.utt_id for u in utts], featurize[kind], f"{kind} {split}"))
+
+
+def feature_stats(ws: Workspace) -> FeatureStats:
+    """Global log-Mel mean/std over the pretraining part of the pretraining split (cached)."""
+    path = ws.cache / "fbank-mean-std.npy"
+    if path.is_file():
+        return FeatureStats.load(path)
+    store = raw_frames(ws, "pretrain-train", "fbank")
+    stats = FeatureStats(mean=store.data.mean(0).astype(np.float32), std=store.data.std(0).astype(np.float32))
+    stats.save(path)
+    return stats
+
+
+def model_inputs(ws: Workspace, split: str) -> FrameStore:
+    """Normalised log-Mel frames of a split, stacked to the scale's model frame rate."""
+    stats = feature_stats(ws)
+    factor = frames_per_stack(ws.scale.frame_ms)
+    return raw_frames(ws, split, "fbank").map(
+        lambda f: stack_frames(normalise(torch.from_numpy(f), stats), factor).numpy()
+    )

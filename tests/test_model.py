@@ -1,0 +1,106 @@
+"""MelHuBERT shapes, masking, loss and checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from melhubert_lib.model import LowRankLinear, MelHuBERT, compute_span_mask, preset
+
+
+def test_paper_preset_has_the_authors_parameter_count():
+    model = MelHuBERT(preset("paper"))
+    assert abs(model.num_parameters() - 90.2e6) < 0.2e6
+
+
+def test_unknown_preset_names_the_parameter():
+    with pytest.raises(ValueError, match="preset"):
+        preset("huge")
+
+
+def _odd_config():
+    cfg = preset("smoke")
+    return dataclasses.replace(cfg, heads=[2, 1, 3], ffn_dims=[64, 17, 40], ranks={"layers.1.ffn.fc1": 5})
+
+
+def test_checkpoint_roundtrip_keeps_shapes_and_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = MelHuBERT(_odd_config()).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = MelHuBERT.from_pretrained(tmp_path / "ckpt").eval()
+    assert loaded.config == model.config
+    assert isinstance(loaded.layers[1].ffn.fc1, LowRankLinear)
+    assert loaded.layers[2].attention.q_proj.out_features == 3 * model.config.head_dim
+    x = torch.randn(2, 30, 80)
+    assert torch.equal(model(x).logits, loaded(x).logits)
+
+
+def test_checkpoint_from_another_config_is_a_clear_error(tmp_path):
+    MelHuBERT(_odd_config()).save_pretrained(tmp_path / "ckpt")
+    cfg = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    cfg["ffn_dims"] = [64, 64, 40]
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="model.safetensors"):
+        MelHuBERT.from_pretrained(tmp_path / "ckpt")
+
+
+def test_missing_checkpoint_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        MelHuBERT.from_pretrained(tmp_path / "nowhere")
+
+
+def test_padding_does_not_change_an_utterances_outputs():
+    torch.manual_seed(0)
+    model = MelHuBERT(preset("smoke")).eval()
+    short = torch.randn(1, 20, 80)
+    batch = torch.cat([torch.cat([short, torch.randn(1, 15, 80)], 1), torch.randn(1, 35, 80)])
+    alone = model(short).hidden_states[-1]
+    padded = model(batch, lengths=torch.tensor([20, 35])).hidden_states[-1][:1, :20]
+    torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-5)
+
+
+def test_span_mask_covers_a_plausible_fraction_and_respects_lengths():
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([400, 200])
+    mask = compute_span_mask((2, 400), 0.7, 5, lengths, gen)
+    assert not mask[1, 200:].any()
+    frac = mask[0].float().mean().item()
+    assert 0.35 < frac < 0.75  # overlapping spans: HuBERT's 0.7 masks about half the frames
+
+
+def test_loss_counts_only_masked_unpadded_frames():
+    torch.manual_seed(0)
+    model = MelHuBERT(preset("smoke"))
+    x, lengths = torch.randn(2, 40, 80), torch.tensor([40, 25])
+    targets = torch.randint(0, 16, (2, 40))
+    mask = compute_span_mask((2, 40), 0.7, 5, lengths, torch.Generator().manual_seed(1))
+    mask[1, 30:] = True  # masked padding must still be ignored
+    out = model(x, lengths, targets, mask)
+    assert out.n_masked == int((mask & (torch.arange(40)[None] < lengths[:, None])).sum())
+    manual = torch.nn.functional.cross_entropy(out.logits[mask & (torch.arange(40)[None] < lengths[:, None])],
+                                               targets[mask & (torch.arange(40)[None] < lengths[:, None])])
+    torch.testing.assert_close(out.loss, manual)
+
+
+def test_masked_input_frames_do_not_reach_the_model():
+    torch.manual_seed(0)
+    model = MelHuBERT(preset("smoke")).eval()
+    x = torch.randn(1, 30, 80)
+    mask = torch.zeros(1, 30, dtype=torch.bool)
+    mask[0, 10:15] = True
+    changed = x.clone()
+    changed[0, 10:15] += 5.0
+    torch.testing.assert_close(model(x, mask=mask).logits, model(changed, mask=mask).logits)
+
+
+def test_wrong_feature_width_is_a_clear_error():
+    with pytest.raises(ValueError, match="80"):
+        MelHuBERT(preset("smoke"))(torch.randn(1, 10, 40))
+
+
+def test_low_rank_rejects_a_rank_above_the_layer_size():
+    with pytest.raises(ValueError, match="rank"):
+        LowRankLinear(8, 4, 5)

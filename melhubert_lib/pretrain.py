@@ -157,7 +157,7 @@ def train(
     if ckpts:
         model = MelHuBERT.from_pretrained(ckpts[-1])
     model.to(info.device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=sched.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=sched.lr, fused=True)
     step, metrics_rows = 0, []
     if ckpts:
         state = torch.load(ckpts[-1] / STATE_NAME, weights_only=True, map_location=info.device)

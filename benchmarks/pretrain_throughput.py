@@ -1,0 +1,63 @@
+"""Pretraining throughput (seconds of audio per wall-clock second) and MACs per second of audio.
+
+Runs a few real training steps of each preset on random inputs of the scale's crop length and batch
+size, after warm-up steps, in this one process, and prints the ratio of the default preset to the paper
+preset so machines can be compared. Usage: python benchmarks/pretrain_throughput.py [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import torch
+
+from melhubert_lib.efficiency import count_macs
+from melhubert_lib.model import MelHuBERT, preset
+from melhubert_lib.scales import get_scale
+
+
+def throughput(scale_name: str, steps: int, warmup: int = 2) -> float:
+    """Seconds of audio per wall second for `steps` Adam updates of the scale's model and batch."""
+    scale = get_scale(scale_name)
+    sched = scale.pretrain
+    cfg = dataclasses.replace(preset(scale.model_preset), n_clusters=scale.targets.n_clusters)
+    model = MelHuBERT(cfg).train()
+    frames = int(sched.crop_seconds * 1000 / cfg.frame_ms)
+    batch = max(1, int(sched.batch_seconds // sched.crop_seconds))
+    batch = min(batch, 2) if scale_name == "paper" else batch  # the paper batch is too slow for a CPU benchmark
+    opt = torch.optim.Adam(model.parameters(), lr=sched.lr)
+    x = torch.randn(batch, frames, cfg.input_dim)
+    y = torch.randint(0, cfg.n_clusters, (batch, frames))
+    mask = torch.rand(batch, frames) < 0.5
+    for i in range(warmup + steps):
+        if i == warmup:
+            start = time.perf_counter()
+        opt.zero_grad()
+        model(x, targets=y, mask=mask).loss.backward()
+        opt.step()
+    return batch * sched.crop_seconds * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    """Print throughput and MACs/s for the default and paper presets, and their ratios."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args()
+    print(f"torch threads: {torch.get_num_threads()}")
+    results = {}
+    for name in ("default", "paper"):
+        scale = get_scale(name)
+        model = MelHuBERT(dataclasses.replace(preset(scale.model_preset), n_clusters=scale.targets.n_clusters))
+        macs = count_macs(model, seconds=10.0)
+        speed = throughput(name, args.steps)
+        results[name] = (speed, macs.per_second)
+        print(f"{name:8s} params {model.num_parameters() / 1e6:7.2f} M  MACs/s of audio {macs.per_second / 1e9:6.3f} G "
+              f"(attention {macs.attention / macs.seconds / 1e9:.3f} G)  training {speed:7.1f} s audio / s")
+    d, p = results["default"], results["paper"]
+    print(f"ratio default/paper: throughput x{d[0] / p[0]:.1f}, MACs/s x{d[1] / p[1]:.3f}")
+
+
+if __name__ == "__main__":
+    main()

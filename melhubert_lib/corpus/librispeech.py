@@ -1,0 +1,111 @@
+"""The LibriSpeech layout: writing its index files and reading a split (synthetic or real).
+
+Layout under the LibriSpeech root (the folder holding the split folders):
+
+    <split>/<spk>/<chapter>/<spk>-<chapter>-<NNNN>.flac
+    <split>/<spk>/<chapter>/<spk>-<chapter>.trans.txt      "UTTID WORD WORD ..." (upper case), one per line
+    <split>/<spk>/<chapter>/<spk>-<chapter>.alignment.txt  synthetic corpus only, one line per utterance:
+        "UTTID phone start end phone start end ..." (phones of `phones.PHONES`, seconds, 3 decimals)
+
+Real LibriSpeech has no alignment files; its utterances are read with `phones=None`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from melhubert_lib.atomic import write_text_atomic
+
+from .alignment import format_alignment, parse_alignment
+from .errors import CorpusError
+from .records import PhoneSegment, Utterance
+from .render import RenderedSpeech, SpeechJob
+
+AUDIO_SUFFIXES = (".flac", ".wav")
+
+
+def write_librispeech_indexes(root: Path, rendered: Sequence[tuple[SpeechJob, RenderedSpeech]]) -> None:
+    """Write the transcript and alignment file of every chapter; `root` is the corpus root."""
+    chapters: dict[PurePosixPath, list[tuple[str, SpeechJob, RenderedSpeech]]] = defaultdict(list)
+    for job, result in rendered:
+        rel = PurePosixPath(job.rel_path)
+        chapters[rel.parent].append((rel.stem, job, result))
+    for chapter_dir, entries in chapters.items():
+        entries.sort(key=lambda entry: entry[0])
+        prefix = f"{chapter_dir.parent.name}-{chapter_dir.name}"
+        folder = root / chapter_dir
+        transcripts = [f"{utt_id} {job.text.upper()}" for utt_id, job, _ in entries]
+        alignments = [format_alignment(utt_id, result.phones) for utt_id, _, result in entries]
+        write_text_atomic(folder / f"{prefix}.trans.txt", "\n".join(transcripts) + "\n")
+        write_text_atomic(folder / f"{prefix}.alignment.txt", "\n".join(alignments) + "\n")
+
+
+def read_librispeech(root: Path, split: str) -> list[Utterance]:
+    """Read one split of a LibriSpeech-layout folder (`root` holds the split folders), sorted by utterance id."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CorpusError(
+            f"{root}: LibriSpeech root not found; pass the folder that holds the split folders "
+            "(e.g. <corpus>/LibriSpeech), or build a synthetic corpus with build_corpus"
+        )
+    split_dir = root / split
+    if not split_dir.is_dir():
+        available = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise CorpusError(
+            f"{split_dir}: split {split!r} not found; splits under {root}: {', '.join(available) or 'none'}"
+        )
+    transcript_files = sorted(split_dir.glob("*/*/*.trans.txt"))
+    if not transcript_files:
+        raise CorpusError(
+            f"{split_dir}: no <speaker>/<chapter>/<speaker>-<chapter>.trans.txt files; this is not a "
+            "LibriSpeech split folder (point `root` at the folder that holds the split folders)"
+        )
+    utterances = []
+    for transcript_file in transcript_files:
+        utterances += _read_chapter(transcript_file)
+    return sorted(utterances, key=lambda u: u.utt_id)
+
+
+def _read_chapter(transcript_file: Path) -> list[Utterance]:
+    chapter_dir = transcript_file.parent
+    speaker, chapter = chapter_dir.parent.name, chapter_dir.name
+    prefix = f"{speaker}-{chapter}"
+    if transcript_file.name != f"{prefix}.trans.txt":
+        raise CorpusError(f"{transcript_file}: expected the name {prefix}.trans.txt in {chapter_dir}; fix the layout")
+    alignment_file = chapter_dir / f"{prefix}.alignment.txt"
+    alignments = _read_alignments(alignment_file) if alignment_file.is_file() else None
+    utterances = []
+    for number, line in enumerate(transcript_file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        utt_id, _, words = line.strip().partition(" ")
+        if not utt_id.startswith(prefix + "-"):
+            raise CorpusError(
+                f"{transcript_file}:{number}: utterance id {utt_id!r} does not start with {prefix}-; fix the layout"
+            )
+        phones = None
+        if alignments is not None:
+            if utt_id not in alignments:
+                raise CorpusError(f"{alignment_file}: no alignment for {utt_id}; rebuild the corpus")
+            phones = alignments[utt_id]
+        utterances.append(Utterance(utt_id, _audio_path(chapter_dir, utt_id), speaker, words, phones))
+    return utterances
+
+
+def _audio_path(chapter_dir: Path, utt_id: str) -> Path:
+    for suffix in AUDIO_SUFFIXES:
+        path = chapter_dir / f"{utt_id}{suffix}"
+        if path.is_file():
+            return path
+    raise CorpusError(f"{chapter_dir}: audio for {utt_id} not found ({' or '.join(AUDIO_SUFFIXES)}); restore it")
+
+
+def _read_alignments(path: Path) -> dict[str, tuple[PhoneSegment, ...]]:
+    alignments = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            utt_id, segments = parse_alignment(line, f"{path}:{number}")
+            alignments[utt_id] = segments
+    return alignments

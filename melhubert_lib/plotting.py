@@ -1,0 +1,41 @@
+"""One figure style for the whole suite, and atomic saving of every figure as PNG and PDF."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+from .atomic import atomic_path
+
+METHOD_COLOURS = {
+    "baseline": "#000000",
+    "weight pruning": "#1b9e77",
+    "head pruning": "#d95f02",
+    "low-rank": "#7570b3",
+    "distillation": "#e7298a",
+    "first-N layers": "#66a61e",
+    "log-Mel": "#999999",
+    "log-Mel +-4 frames": "#bbbbbb",
+    "untrained": "#e6ab02",
+    "pretrained": "#1f78b4",
+}
+
+
+def set_style() -> None:
+    """Seaborn's paper theme with readable fonts (call once per notebook)."""
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=1.0)
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight"})
+
+
+def save_figure(fig: plt.Figure, name: str, figures_dir: str | os.PathLike) -> list[Path]:
+    """Write `figures_dir/name.png` and `.pdf` atomically; return the two paths."""
+    written = []
+    for ext in ("png", "pdf"):
+        path = Path(figures_dir) / f"{name}.{ext}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext)
+        written.append(path)
+    return written

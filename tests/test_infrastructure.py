@@ -1,0 +1,77 @@
+"""Environment pins, crash-safe writes, scales and the command line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from melhubert_lib.atomic import atomic_path, write_json_atomic
+from melhubert_lib.cli import main
+from melhubert_lib.frames import FrameStore
+from melhubert_lib.scales import get_scale
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_environment_yml_pins_exactly_the_lock_file():
+    lock = {line.strip() for line in (ROOT / "requirements.lock").read_text().splitlines() if "==" in line}
+    env = {m.group(1) for m in re.finditer(r"^\s+- ([A-Za-z0-9_.\-]+==\S+)$", (ROOT / "environment.yml").read_text(), re.M)}
+    assert lock and env == lock
+
+
+def test_the_stack_that_belongs_together_is_pinned():
+    lock = (ROOT / "requirements.lock").read_text().splitlines()
+    for pin in ("torch==2.8.0", "torchaudio==2.8.0", "s3prl==0.4.18"):
+        assert pin in lock
+
+
+def test_an_interrupted_write_leaves_the_old_file_untouched(tmp_path):
+    target = tmp_path / "results.json"
+    write_json_atomic(target, {"old": 1})
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_text('{"new": ')
+            raise KeyboardInterrupt
+    assert target.read_text().strip().startswith('{\n  "old": 1')
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_an_interrupted_directory_write_keeps_the_previous_directory(tmp_path):
+    target = tmp_path / "ckpt"
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "a").write_text("first")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / "a").write_text("second")
+            raise RuntimeError("crash")
+    assert (target / "a").read_text() == "first"
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "a").write_text("third")
+    assert (target / "a").read_text() == "third"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_frame_store_roundtrip(tmp_path):
+    import numpy as np
+
+    store = FrameStore.from_arrays([np.ones((3, 2)), np.zeros((5, 2))], ["a", "b"])
+    store.save(tmp_path / "s.npz")
+    loaded = FrameStore.load(tmp_path / "s.npz")
+    assert loaded.utt_ids == ["a", "b"] and loaded.lengths().tolist() == [3, 5]
+    assert (loaded[0] == 1).all() and (loaded[1] == 0).all()
+
+
+def test_unknown_scale_names_the_parameter_and_the_choices():
+    with pytest.raises(ValueError, match=r"scale.*smoke, default, paper|smoke, default, paper.*scale"):
+        get_scale("huge")
+
+
+def test_cli_rejects_an_unknown_stage(capsys):
+    with pytest.raises(SystemExit):
+        main(["fly"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -174,6 +174,9 @@ def train(
     crop_frames = int(sched.crop_seconds * per_sec)
     batch_frames = int(sched.batch_seconds * per_sec)
     lengths = train_data.feats.lengths()
+    if step == 0:  # the untrained starting point of the validation curve
+        val = evaluate_ssl(model, valid_data, device=info.device)
+        metrics_rows += [_row(0, "valid", "loss", val.loss), _row(0, "valid", "accuracy", val.accuracy)]
     epoch, index = _locate(step, lengths, crop_frames, batch_frames, seed)
     batches = epoch_batches(lengths, crop_frames, batch_frames, seed, epoch)
     last_stop = sched.steps if stop_after is None else min(sched.steps, stop_after)

@@ -9,6 +9,7 @@ the last ends at the file's duration (to the millisecond).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from .errors import CorpusError
 from .espeak import PhonemeEvent
@@ -72,11 +73,21 @@ def format_alignment(utt_id: str, segments: Sequence[PhoneSegment]) -> str:
     return " ".join(fields)
 
 
-def parse_alignment(line: str, where: str) -> tuple[str, tuple[PhoneSegment, ...]]:
+@dataclass(frozen=True)
+class Alignment:
+    """The phone segments of one utterance."""
+
+    utt_id: str
+    phones: tuple[PhoneSegment, ...]
+
+
+def parse_alignment(line: str, where: str) -> Alignment:
     """Parse a line written by `format_alignment`; `where` (file:line) names it in errors."""
     fields = line.split()
     if len(fields) < 4 or (len(fields) - 1) % 3:
-        raise CorpusError(f"{where}: expected 'UTTID phone start end ...', got {line[:80]!r}; rebuild the corpus")
+        raise CorpusError(
+            f"{where}: expected 'UTTID phone start end ...', got {line[:80]!r}; rebuild the corpus"
+        )
     segments = []
     for k in range(1, len(fields), 3):
         phone = fields[k]
@@ -85,5 +96,7 @@ def parse_alignment(line: str, where: str) -> tuple[str, tuple[PhoneSegment, ...
         try:
             segments.append(PhoneSegment(phone, float(fields[k + 1]), float(fields[k + 2])))
         except ValueError:
-            raise CorpusError(f"{where}: bad time in {' '.join(fields[k : k + 3])!r}; rebuild the corpus") from None
-    return fields[0], tuple(segments)
+            raise CorpusError(
+                f"{where}: bad time in {' '.join(fields[k : k + 3])!r}; rebuild the corpus"
+            ) from None
+    return Alignment(fields[0], tuple(segments))

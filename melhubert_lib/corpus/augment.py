@@ -79,7 +79,10 @@ def coloured_noise(n_samples: int, colour: str, rng: np.random.Generator) -> np.
         mains = 50.0 if rng.random() < 0.5 else 60.0
         amplitudes = rng.uniform(0.2, 1.0, 6) / np.arange(1, 7)
         phases = rng.uniform(0, 2 * np.pi, 6)
-        noise = sum(a * np.sin(2 * np.pi * mains * k * t + p) for k, a, p in zip(range(1, 7), amplitudes, phases))
+        noise = sum(
+            a * np.sin(2 * np.pi * mains * k * t + p)
+            for k, a, p in zip(range(1, 7), amplitudes, phases, strict=True)
+        )
         noise = noise / _rms(noise) + 0.3 * coloured_noise(n_samples, "pink", rng)
     else:
         n_fft = fft.next_fast_len(n_samples, real=True)
@@ -89,7 +92,9 @@ def coloured_noise(n_samples: int, colour: str, rng: np.random.Generator) -> np.
     return (noise / _rms(noise)).astype(np.float32)
 
 
-def reverberate(wav: np.ndarray, rt60_s: float, direct_to_reverb_db: float, rng: np.random.Generator) -> np.ndarray:
+def reverberate(
+    wav: np.ndarray, rt60_s: float, direct_to_reverb_db: float, rng: np.random.Generator
+) -> np.ndarray:
     """Convolve with a synthetic room response (direct path + exponentially decaying noise tail).
 
     The output has the input's length (the tail past the end is cut) and its RMS level.
@@ -104,7 +109,9 @@ def reverberate(wav: np.ndarray, rt60_s: float, direct_to_reverb_db: float, rng:
     return (out * _rms(wav) / max(_rms(out), 1e-12)).astype(np.float32)
 
 
-def add_noise(wav: np.ndarray, active: slice, colour: str, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+def add_noise(
+    wav: np.ndarray, active: slice, colour: str, snr_db: float, rng: np.random.Generator
+) -> np.ndarray:
     """Add noise of `colour` at `snr_db` relative to the power of `wav[active]` (the speech)."""
     noise = coloured_noise(len(wav), colour, rng)
     scale = _rms(wav[active]) * 10.0 ** (-snr_db / 20.0)

@@ -66,7 +66,9 @@ class _Voice(ctypes.Structure):
     ]
 
 
-_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+_SynthCallback = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
+)
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,9 @@ class ESpeak:
                 "remove it from ACCENTS/VARIANTS in melhubert_lib/corpus/speakers.py"
             )
 
-    def synthesize(self, text: str, accent: str, variant: str, rate: int, pitch: int, pitch_range: int) -> Synthesis:
+    def synthesize(
+        self, text: str, accent: str, variant: str, rate: int, pitch: int, pitch_range: int
+    ) -> Synthesis:
         """Speak `text` with the given voice and prosody (rate in words per minute, pitch 0-99)."""
         _check_range("rate", rate, RATE_LIMITS)
         _check_range("pitch", pitch, PITCH_LIMITS)
@@ -146,7 +150,9 @@ class ESpeak:
             self._lib.espeak_SetParameter(parameter, value, 0)
         self._chunks, self._events = [], []
         encoded = text.encode("utf-8")
-        status = self._lib.espeak_Synth(encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+        status = self._lib.espeak_Synth(
+            encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
+        )
         self._lib.espeak_Synchronize()
         if status != 0 or not self._chunks:
             raise CorpusError(f"eSpeak failed to speak {text!r} with {accent}+{variant} (status {status})")

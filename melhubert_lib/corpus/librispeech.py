@@ -12,8 +12,6 @@ Real LibriSpeech has no alignment files; its utterances are read with `phones=No
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from melhubert_lib.atomic import write_text_atomic
@@ -26,24 +24,41 @@ from .render import RenderedSpeech, SpeechJob
 AUDIO_SUFFIXES = (".flac", ".wav")
 
 
-def write_librispeech_indexes(root: Path, rendered: Sequence[tuple[SpeechJob, RenderedSpeech]]) -> None:
-    """Write the transcript and alignment file of every chapter; `root` is the corpus root."""
-    chapters: dict[PurePosixPath, list[tuple[str, SpeechJob, RenderedSpeech]]] = defaultdict(list)
-    for job, result in rendered:
+class LibriSpeechIndexWriter:
+    """Writes each chapter's transcript and alignment file as soon as the chapter's last utterance is in.
+
+    Utterances must arrive grouped by chapter (as `plan.py` orders them); call `close()` at the end.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root  # the corpus root
+        self._chapter: PurePosixPath | None = None
+        self._entries: list[tuple[str, SpeechJob, RenderedSpeech]] = []
+
+    def add(self, job: SpeechJob, result: RenderedSpeech) -> None:
+        """Take one rendered utterance; write the previous chapter if this one starts a new chapter."""
         rel = PurePosixPath(job.rel_path)
-        chapters[rel.parent].append((rel.stem, job, result))
-    for chapter_dir, entries in chapters.items():
-        entries.sort(key=lambda entry: entry[0])
-        prefix = f"{chapter_dir.parent.name}-{chapter_dir.name}"
-        folder = root / chapter_dir
-        transcripts = [f"{utt_id} {job.text.upper()}" for utt_id, job, _ in entries]
-        alignments = [format_alignment(utt_id, result.phones) for utt_id, _, result in entries]
+        if rel.parent != self._chapter:
+            self.close()
+            self._chapter = rel.parent
+        self._entries.append((rel.stem, job, result))
+
+    def close(self) -> None:
+        """Write the pending chapter, if any."""
+        if self._chapter is None:
+            return
+        self._entries.sort(key=lambda entry: entry[0])
+        prefix = f"{self._chapter.parent.name}-{self._chapter.name}"
+        folder = self.root / self._chapter
+        transcripts = [f"{utt_id} {job.text.upper()}" for utt_id, job, _ in self._entries]
+        alignments = [format_alignment(utt_id, result.phones) for utt_id, _, result in self._entries]
         write_text_atomic(folder / f"{prefix}.trans.txt", "\n".join(transcripts) + "\n")
         write_text_atomic(folder / f"{prefix}.alignment.txt", "\n".join(alignments) + "\n")
+        self._chapter, self._entries = None, []
 
 
 def read_librispeech(root: Path, split: str) -> list[Utterance]:
-    """Read one split of a LibriSpeech-layout folder (`root` holds the split folders), sorted by utterance id."""
+    """Read one split of a LibriSpeech-layout folder (`root` holds the split folders), sorted by id."""
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(
@@ -73,7 +88,9 @@ def _read_chapter(transcript_file: Path) -> list[Utterance]:
     speaker, chapter = chapter_dir.parent.name, chapter_dir.name
     prefix = f"{speaker}-{chapter}"
     if transcript_file.name != f"{prefix}.trans.txt":
-        raise CorpusError(f"{transcript_file}: expected the name {prefix}.trans.txt in {chapter_dir}; fix the layout")
+        raise CorpusError(
+            f"{transcript_file}: expected the name {prefix}.trans.txt in {chapter_dir}; fix the layout"
+        )
     alignment_file = chapter_dir / f"{prefix}.alignment.txt"
     alignments = _read_alignments(alignment_file) if alignment_file.is_file() else None
     utterances = []
@@ -83,7 +100,8 @@ def _read_chapter(transcript_file: Path) -> list[Utterance]:
         utt_id, _, words = line.strip().partition(" ")
         if not utt_id.startswith(prefix + "-"):
             raise CorpusError(
-                f"{transcript_file}:{number}: utterance id {utt_id!r} does not start with {prefix}-; fix the layout"
+                f"{transcript_file}:{number}: utterance id {utt_id!r} does not start with {prefix}-; "
+                "fix the layout"
             )
         phones = None
         if alignments is not None:
@@ -99,13 +117,15 @@ def _audio_path(chapter_dir: Path, utt_id: str) -> Path:
         path = chapter_dir / f"{utt_id}{suffix}"
         if path.is_file():
             return path
-    raise CorpusError(f"{chapter_dir}: audio for {utt_id} not found ({' or '.join(AUDIO_SUFFIXES)}); restore it")
+    raise CorpusError(
+        f"{chapter_dir}: audio for {utt_id} not found ({' or '.join(AUDIO_SUFFIXES)}); restore it"
+    )
 
 
 def _read_alignments(path: Path) -> dict[str, tuple[PhoneSegment, ...]]:
     alignments = {}
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
-            utt_id, segments = parse_alignment(line, f"{path}:{number}")
-            alignments[utt_id] = segments
+            alignment = parse_alignment(line, f"{path}:{number}")
+            alignments[alignment.utt_id] = alignment.phones
     return alignments

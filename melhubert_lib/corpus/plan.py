@@ -61,24 +61,24 @@ def plan_corpus(scale: CorpusScale, seed: int) -> CorpusPlan:
             f"n_speakers={scale.n_speakers} is too small: the four LibriSpeech splits need disjoint "
             "speakers; use at least 4 (CorpusScale.n_speakers)"
         )
-    missing = set(LABELED_SPLITS) - set(scale.labeled_utts)
-    if missing or set(VOXCELEB_SUBSETS) - set(scale.sid_utts_per_speaker):
-        raise CorpusError(
-            f"CorpusScale.labeled_utts needs keys {sorted(LABELED_SPLITS)} and sid_utts_per_speaker needs "
-            f"keys {list(VOXCELEB_SUBSETS)}; got {sorted(scale.labeled_utts)} and {sorted(scale.sid_utts_per_speaker)}"
-        )
+    for name, needed, given in (
+        ("labeled_utts", LABELED_SPLITS, scale.labeled_utts),
+        ("sid_utts_per_speaker", VOXCELEB_SUBSETS, scale.sid_utts_per_speaker),
+    ):
+        if not set(needed) <= set(given):
+            raise CorpusError(f"CorpusScale.{name} needs the keys {sorted(needed)}; got {sorted(given)}")
     speakers = make_speakers(scale.n_speakers, seed)
     rng = np.random.default_rng([seed, 2])
     sentences = SentenceGenerator(np.random.default_rng([seed, 3]), scale.min_words, scale.max_words)
     librispeech_speakers = _split_speakers(speakers, rng)
-    jobs = [*_librispeech_jobs(scale, speakers, librispeech_speakers, sentences, rng)]
+    jobs = _librispeech_jobs(scale, speakers, librispeech_speakers, sentences, rng)
     jobs += _voxceleb_jobs(scale, speakers, sentences, rng)
     ks_speakers = _speech_commands_speakers(len(speakers), rng)
     jobs += _speech_commands_jobs(scale, speakers, ks_speakers, seed, rng)
     return CorpusPlan(speakers, librispeech_speakers, ks_speakers, tuple(jobs))
 
 
-def estimated_seconds(text: str, speaker: SpeakerProfile) -> float:
+def _estimated_seconds(text: str, speaker: SpeakerProfile) -> float:
     """Rough duration of a sentence spoken by `speaker`, pauses included (used to meet pretrain_hours)."""
     speech = _SECONDS_PER_CHARACTER * len(text) * _REFERENCE_RATE / speaker.rate / speaker.speed
     return speech + _MEAN_PAUSES_S
@@ -88,7 +88,9 @@ def _seed(rng: np.random.Generator) -> int:
     return int(rng.integers(2**63))
 
 
-def _split_speakers(speakers: tuple[SpeakerProfile, ...], rng: np.random.Generator) -> dict[str, tuple[int, ...]]:
+def _split_speakers(
+    speakers: tuple[SpeakerProfile, ...], rng: np.random.Generator
+) -> dict[str, tuple[int, ...]]:
     order = [int(i) for i in rng.permutation(len(speakers))]
     counts = {split: max(1, round(share * len(speakers))) for split, share in SPEAKER_SHARES.items()}
     counts[PRETRAIN_SPLIT] = len(speakers) - sum(n for split, n in counts.items() if split != PRETRAIN_SPLIT)
@@ -115,10 +117,12 @@ def _librispeech_jobs(
             while seconds < scale.pretrain_hours * 3600:
                 speaker = speakers[pool[len(texts) % len(pool)]]
                 texts.append((sentences.sentence(), speaker))
-                seconds += estimated_seconds(texts[-1][0], speaker)
+                seconds += _estimated_seconds(texts[-1][0], speaker)
         else:
             task = next(task for task, name in LABELED_SPLITS.items() if name == split)
-            texts = [(sentences.sentence(), speakers[pool[k % len(pool)]]) for k in range(scale.labeled_utts[task])]
+            texts = [
+                (sentences.sentence(), speakers[pool[k % len(pool)]]) for k in range(scale.labeled_utts[task])
+            ]
         per_speaker: dict[int, list[str]] = {}
         for text, speaker in texts:
             per_speaker.setdefault(speaker.index, []).append(text)
@@ -134,7 +138,10 @@ def _librispeech_jobs(
 
 
 def _voxceleb_jobs(
-    scale: CorpusScale, speakers: tuple[SpeakerProfile, ...], sentences: SentenceGenerator, rng: np.random.Generator
+    scale: CorpusScale,
+    speakers: tuple[SpeakerProfile, ...],
+    sentences: SentenceGenerator,
+    rng: np.random.Generator,
 ) -> list[SpeechJob]:
     jobs = []
     for speaker in speakers:
@@ -166,7 +173,9 @@ def _speech_commands_speakers(n_speakers: int, rng: np.random.Generator) -> dict
 
 def clip_subsets(n_clips: int, rng: np.random.Generator) -> list[str]:
     """Subsets for `n_clips` clips of one class: about 10 % validation, 10 % test (one each if n >= 3)."""
-    counts = {s: max(1, round(share * n_clips)) if n_clips >= 3 else 0 for s, share in KS_SUBSET_SHARES.items()}
+    counts = {
+        s: max(1, round(share * n_clips)) if n_clips >= 3 else 0 for s, share in KS_SUBSET_SHARES.items()
+    }
     subsets = [s for s, n in counts.items() for _ in range(n)]
     subsets += ["train"] * (n_clips - len(subsets))
     return [subsets[i] for i in rng.permutation(n_clips)]
@@ -192,4 +201,3 @@ def _speech_commands_jobs(
             rel = f"{SPEECH_COMMANDS}/{word}/{speaker.speech_commands_hash(seed)}_nohash_{take}.flac"
             jobs.append(SpeechJob(rel, word, speaker, _seed(rng), subset, clip_seconds=CLIP_SECONDS))
     return jobs
-

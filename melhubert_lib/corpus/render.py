@@ -1,4 +1,4 @@
-"""Render one utterance: eSpeak synthesis, speed change, channel, pauses, room, noise and level; write the FLAC.
+"""Render one utterance: eSpeak, speed change, channel, pauses, room, noise and level; write the FLAC.
 
 Every random choice comes from the job's own seed, so a job renders the same way whichever process
 runs it and in whatever order (up to eSpeak's small carried-over state, see `espeak.py`).
@@ -28,7 +28,7 @@ RATE_JITTER = 0.1  # standard deviation of log speaking rate
 PITCH_JITTER = 6.0  # standard deviation of eSpeak pitch (0-99 scale)
 INTONATION_JITTER = 10.0  # standard deviation of eSpeak pitch range
 SPEED_JITTER = 0.02  # standard deviation of log speed factor
-CHANNEL_JITTER_DB = 1.5  # standard deviation added to each equaliser band
+CHANNEL_JITTER_DB = 4.0  # standard deviation added to each equaliser band (session channel)
 PAUSE_RANGE_S = (0.05, 0.4)  # silence before and after a sentence
 RESAMPLE_GRID_HZ = 50  # speed factors are quantised so that 22050 Hz -> target rate is a cheap ratio
 
@@ -69,26 +69,16 @@ def render(job: SpeechJob, root: Path) -> RenderedSpeech:
     speech = resample_poly(synthesis.wav, target_rate // divisor, synthesis.sample_rate // divisor)
     scale = target_rate / SAMPLE_RATE  # seconds of output per second of eSpeak audio
     bands = len(speaker.channel.band_gains_db)
-    speech = apply_channel(speech.astype(np.float32), speaker.channel, rng.normal(0.0, CHANNEL_JITTER_DB, bands))
+    speech = apply_channel(
+        speech.astype(np.float32), speaker.channel, rng.normal(0.0, CHANNEL_JITTER_DB, bands)
+    )
     segments = event_segments(synthesis.phonemes, speaker.accent, len(synthesis.wav) / synthesis.sample_rate)
 
     if job.clip_seconds is None:
-        lead, trail = (int(rng.uniform(*PAUSE_RANGE_S) * SAMPLE_RATE) for _ in range(2))
-        wav = np.zeros(lead + len(speech) + trail, dtype=np.float32)
-        wav[lead : lead + len(speech)] = speech
-        active = slice(lead, lead + len(speech))
-        offset = lead / SAMPLE_RATE
+        placed = _place_sentence(speech, rng)
     else:
-        spoken = [s for s in segments if s.phone != SILENCE] or segments
-        first = int(spoken[0].start * scale * SAMPLE_RATE)
-        last = min(math.ceil(spoken[-1].end * scale * SAMPLE_RATE), len(speech))
-        n_clip = round(job.clip_seconds * SAMPLE_RATE)
-        words = speech[first:last][:n_clip]
-        place = int(rng.integers(0, n_clip - len(words) + 1))
-        wav = np.zeros(n_clip, dtype=np.float32)
-        wav[place : place + len(words)] = words
-        active = slice(place, place + len(words))
-        offset = (place - first) / SAMPLE_RATE
+        placed = _place_word(speech, segments, scale, job.clip_seconds, rng)
+    wav, active = placed.wav, placed.active
 
     conditions = draw_conditions(rng)
     if conditions.rt60_s is not None:
@@ -99,7 +89,39 @@ def render(job: SpeechJob, root: Path) -> RenderedSpeech:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_audio(path, wav)
     duration = len(wav) / SAMPLE_RATE
-    return RenderedSpeech(job.rel_path, duration, place_segments(segments, offset, scale, duration))
+    return RenderedSpeech(job.rel_path, duration, place_segments(segments, placed.offset, scale, duration))
+
+
+@dataclass(frozen=True)
+class _Placement:
+    """Speech placed in its file: the audio, where the speech is, and the file time of eSpeak's time 0."""
+
+    wav: np.ndarray
+    active: slice
+    offset: float
+
+
+def _place_sentence(speech: np.ndarray, rng: np.random.Generator) -> _Placement:
+    """Surround the whole of eSpeak's output with random pauses."""
+    lead, trail = (int(rng.uniform(*PAUSE_RANGE_S) * SAMPLE_RATE) for _ in range(2))
+    wav = np.zeros(lead + len(speech) + trail, dtype=np.float32)
+    wav[lead : lead + len(speech)] = speech
+    return _Placement(wav, slice(lead, lead + len(speech)), lead / SAMPLE_RATE)
+
+
+def _place_word(
+    speech: np.ndarray, segments: list[PhoneSegment], scale: float, seconds: float, rng: np.random.Generator
+) -> _Placement:
+    """Cut the spoken part (first to last non-silent phone) and put it at a random place in the clip."""
+    spoken = [s for s in segments if s.phone != SILENCE] or segments
+    first = int(spoken[0].start * scale * SAMPLE_RATE)
+    last = min(math.ceil(spoken[-1].end * scale * SAMPLE_RATE), len(speech))
+    n_clip = round(seconds * SAMPLE_RATE)
+    words = speech[first:last][:n_clip]
+    place = int(rng.integers(0, n_clip - len(words) + 1))
+    wav = np.zeros(n_clip, dtype=np.float32)
+    wav[place : place + len(words)] = words
+    return _Placement(wav, slice(place, place + len(words)), (place - first) / SAMPLE_RATE)
 
 
 def _round_clamped(value: float, limits: tuple[int, int]) -> int:

@@ -16,7 +16,16 @@ import numpy as np
 from .errors import CorpusError
 
 # English accents that load in the espeakng-loader wheel ("en" is British English; "en-gb" does not load).
-ACCENTS = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+ACCENTS = (
+    "en-us",
+    "en",
+    "en-gb-scotland",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
+)
 
 # Human-sounding voice variants of espeak-ng-data/voices/!v (robotic, whispering and effect voices left out).
 VARIANTS = (
@@ -32,7 +41,7 @@ PITCH_RANGE = (15, 85)  # base eSpeak pitch (0-99)
 INTONATION_RANGE = (20, 80)  # base eSpeak pitch range (0 = monotone)
 SPEED_RANGE = (0.9, 1.1)  # base resampling speed factor
 CHANNEL_BANDS = 8  # equaliser bands, log-spaced between 100 Hz and 7 kHz
-CHANNEL_BAND_DB = 4.0  # standard deviation of each band's gain
+CHANNEL_BAND_DB = 3.0  # standard deviation of each band's gain
 LOWCUT_RANGE = (40.0, 300.0)  # Hz
 HIGHCUT_RANGE = (3400.0, 8000.0)  # Hz (8000 = no cut at 16 kHz)
 

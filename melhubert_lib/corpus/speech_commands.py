@@ -80,7 +80,9 @@ def write_silence_clips(
     for k, subset in enumerate(subsets):
         name = names[int(rng.integers(len(names)))]
         start = int(rng.integers(0, len(noises[name]) - n_clip + 1))
-        clip = set_level(noises[name][start : start + n_clip], slice(None), float(rng.uniform(*SILENCE_LEVEL_DBFS)))
+        clip = set_level(
+            noises[name][start : start + n_clip], slice(None), float(rng.uniform(*SILENCE_LEVEL_DBFS))
+        )
         rel = f"{SILENCE_LABEL}/{name}_nohash_{k}.flac"
         save_audio(root / rel, clip)
         clips.append(ListedClip(rel, subset))
@@ -97,7 +99,9 @@ def write_split_lists(root: Path, clips: Sequence[ListedClip]) -> None:
 def read_speech_commands(root: Path, subset: str) -> list[LabeledClip]:
     """Read the `subset` ("train", "validation" or "test") of a Speech Commands folder, sorted by path."""
     if subset not in SUBSETS:
-        raise CorpusError(f"subset={subset!r} is not a Speech Commands subset; use one of {', '.join(SUBSETS)}")
+        raise CorpusError(
+            f"subset={subset!r} is not a Speech Commands subset; use one of {', '.join(SUBSETS)}"
+        )
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(
@@ -120,7 +124,9 @@ def read_speech_commands(root: Path, subset: str) -> list[LabeledClip]:
         if in_subset == subset:
             clips.append(LabeledClip(path, _label(path.parent.name)))
     if not clips:
-        raise CorpusError(f"{root}: no {subset} clips found (<word>/<name>{'|'.join(AUDIO_SUFFIXES)}); fix the layout")
+        raise CorpusError(
+            f"{root}: no {subset} clips found (<word>/<name>{'|'.join(AUDIO_SUFFIXES)}); fix the layout"
+        )
     return clips
 
 

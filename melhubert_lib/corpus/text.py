@@ -153,12 +153,11 @@ class SentenceGenerator:
             determiner = "an"
         return [determiner, *words]
 
-    def _subject(self) -> tuple[list[str], bool]:
-        """A subject and whether it is third person singular."""
+    def _subject(self) -> list[str]:
+        """A pronoun or a noun phrase."""
         if self.rng.random() < 0.5:
-            pronoun = self._choice(SUBJECT_PRONOUNS)
-            return [pronoun], pronoun in ("he", "she")
-        return self._noun_phrase(), True
+            return [self._choice(SUBJECT_PRONOUNS)]
+        return self._noun_phrase()
 
     def _prepositional_phrase(self) -> list[str]:
         return [self._choice(PREPOSITIONS), *self._noun_phrase()]
@@ -167,23 +166,23 @@ class SentenceGenerator:
         return self._noun_phrase() if self.rng.random() < 0.8 else []
 
     def _modal_clause(self) -> list[str]:
-        subject, _ = self._subject()
+        subject = self._subject()
         adverb = [self._choice(ADVERBS)] if self.rng.random() < 0.2 else []
         return [*subject, self._choice(MODALS), *adverb, self.verbs.draw(self.rng), *self._object()]
 
     def _negated_clause(self) -> list[str]:
-        subject, _ = self._subject()
+        subject = self._subject()
         return [*subject, self._choice(NEGATED_AUXILIARIES), self.verbs.draw(self.rng), *self._object()]
 
     def _desire_clause(self) -> list[str]:
-        subject, third_person = self._subject()
+        subject = self._subject()
         verb = self._choice(DESIRE_VERBS)
-        if third_person:
+        if _third_person_singular(subject):
             verb = "tries" if verb == "try" else verb + "s"
         return [*subject, verb, "to", self.verbs.draw(self.rng), *self._object()]
 
     def _copula_clause(self) -> list[str]:
-        subject, _ = self._subject()
+        subject = self._subject()
         be = BE_FORMS[subject[0]] if len(subject) == 1 else "is"
         adverb = [self._choice(ADVERBS)] if self.rng.random() < 0.3 else []
         return [*subject, be, *adverb, self.adjectives.draw(self.rng)]
@@ -194,12 +193,17 @@ class SentenceGenerator:
     def _question(self) -> list[str]:
         if self.rng.random() < 0.3:
             return ["where", "is", *self._noun_phrase()]
-        subject, _ = self._subject()
+        subject = self._subject()
         return [self._choice(MODALS[:5] + ("did",)), *subject, self.verbs.draw(self.rng), *self._object()]
 
     def _imperative(self) -> list[str]:
         opener = [self._choice(IMPERATIVE_OPENERS)] if self.rng.random() < 0.3 else []
         return [*opener, self.verbs.draw(self.rng), *self._noun_phrase()]
+
+
+def _third_person_singular(subject: list[str]) -> bool:
+    """Whether a subject from `SentenceGenerator._subject` takes "wants" rather than "want"."""
+    return len(subject) > 1 or subject[0] in ("he", "she")
 
 
 def _takes_an(word: str) -> bool:

@@ -34,7 +34,9 @@ def write_iden_split(root: Path, jobs: Sequence[SpeechJob]) -> None:
 def read_voxceleb1(root: Path, subset: str) -> list[LabeledClip]:
     """Read the `subset` ("train", "dev" or "test") of a VoxCeleb1 folder; labels are speaker ids."""
     if subset not in SUBSET_CODES:
-        raise CorpusError(f"subset={subset!r} is not a VoxCeleb1 subset; use one of {', '.join(SUBSET_CODES)}")
+        raise CorpusError(
+            f"subset={subset!r} is not a VoxCeleb1 subset; use one of {', '.join(SUBSET_CODES)}"
+        )
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(
@@ -44,8 +46,8 @@ def read_voxceleb1(root: Path, subset: str) -> list[LabeledClip]:
     split_file = root / SPLIT_FILE
     if not split_file.is_file() or not (root / AUDIO_DIR).is_dir():
         raise CorpusError(
-            f"{root}: not a VoxCeleb1 folder (needs {SPLIT_FILE} and {AUDIO_DIR}/); point `root` at the folder "
-            "that holds them"
+            f"{root}: not a VoxCeleb1 folder (needs {SPLIT_FILE} and {AUDIO_DIR}/); point `root` at the "
+            "folder that holds them"
         )
     code = SUBSET_CODES[subset]
     clips = []
@@ -53,7 +55,11 @@ def read_voxceleb1(root: Path, subset: str) -> list[LabeledClip]:
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != 2 or fields[0] not in SUBSET_CODES.values() or len(PurePosixPath(fields[1]).parts) != 3:
+        if (
+            len(fields) != 2
+            or fields[0] not in SUBSET_CODES.values()
+            or len(PurePosixPath(fields[1]).parts) != 3
+        ):
             raise CorpusError(
                 f"{split_file}:{number}: expected '<1|2|3> id1xxxx/<video>/<n>.wav', got {line[:80]!r}"
             )
@@ -61,6 +67,8 @@ def read_voxceleb1(root: Path, subset: str) -> list[LabeledClip]:
             continue
         path = root / AUDIO_DIR / fields[1]
         if not path.is_file():
-            raise CorpusError(f"{split_file}:{number}: {path} not found; restore the file or fix {SPLIT_FILE}")
+            raise CorpusError(
+                f"{split_file}:{number}: {path} not found; restore the file or fix {SPLIT_FILE}"
+            )
         clips.append(LabeledClip(path, PurePosixPath(fields[1]).parts[0]))
     return clips

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import papermill
+from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
 from .scales import get_scale
@@ -57,8 +58,9 @@ def validate_notebooks(paths: list[str | os.PathLike], kernel: str = "melhubert"
         copies = []
         for path in paths:
             path = Path(path)
-            nb = parameterize_notebook(nbformat.read(path, as_version=4), params, kernel_name=kernel)
             copy = tmp / path.name
+            nb = load_notebook_node(str(path))  # adds the metadata papermill expects on every cell
+            nb = parameterize_notebook(nb, params, kernel_name=kernel)
             nbformat.write(nb, copy)
             copies.append(str(copy))
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_environment_yml_pins_exactly_the_lock_file():
     lock = {line.strip() for line in (ROOT / "requirements.lock").read_text().splitlines() if "==" in line}
-    env = {m.group(1) for m in re.finditer(r"^\s+- ([A-Za-z0-9_.\-]+==\S+)$", (ROOT / "environment.yml").read_text(), re.M)}
+    env_text = (ROOT / "environment.yml").read_text()
+    env = {m.group(1) for m in re.finditer(r"^\s+- ([A-Za-z0-9_.\-]+==\S+)$", env_text, re.M)}
     assert lock and env == lock
 
 

@@ -15,14 +15,15 @@ from sklearn.preprocessing import StandardScaler
 
 from . import corpus
 from .audio import SAMPLE_RATE, load_audio
+from .corpus import LABELED_SPLITS, PRETRAIN_SPLIT
 from .features import fbank
-from .workspace import LABELED_SPLITS, PRETRAIN_SPLIT, Workspace, split_utterances
+from .workspace import Workspace, split_utterances
 
 
 def split_summary(ws: Workspace) -> pd.DataFrame:
     """Utterances, speakers and hours of every LibriSpeech-layout split."""
     rows = []
-    for split in (PRETRAIN_SPLIT, *LABELED_SPLITS):
+    for split in (PRETRAIN_SPLIT, *LABELED_SPLITS.values()):
         utts = split_utterances(ws, split)
         seconds = sum(sf.info(str(u.path)).duration for u in utts)
         rows.append({"split": split, "utterances": len(utts), "speakers": len({u.speaker for u in utts}),

@@ -14,11 +14,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path
+from .corpus import LABELED_SPLITS
 from .frames import FrameStore
 from .model import MelHuBERT
 from .phone_probe import ProbeRun, frame_phone_labels, paired_difference, stack_context, train_linear_probe
 from .representations import hidden_states
-from .workspace import LABELED_SPLITS, Workspace, model_inputs, split_utterances
+from .workspace import Workspace, model_inputs, split_utterances
 
 CONTEXT = 4
 FLOORS = ("log-Mel", f"log-Mel +-{CONTEXT} frames", "untrained")
@@ -41,9 +42,12 @@ class LearningCheck:
             self.table.to_csv(tmp, index=False)
 
 
+SPLITS = tuple(LABELED_SPLITS.values())
+
+
 def _split_data(ws: Workspace) -> tuple[dict[str, FrameStore], dict[str, FrameStore]]:
     inputs, labels = {}, {}
-    for split in LABELED_SPLITS:
+    for split in SPLITS:
         inputs[split] = model_inputs(ws, split)
         labels[split] = frame_phone_labels(split_utterances(ws, split), inputs[split].lengths(), ws.scale.frame_ms)
     return inputs, labels
@@ -55,14 +59,14 @@ def phone_probe_check(ws: Workspace, pretrained: MelHuBERT, untrained: MelHuBERT
     inputs, labels = _split_data(ws)
     feature_sets: dict[tuple[str, int], dict[str, FrameStore]] = {
         (FLOORS[0], 0): inputs,
-        (FLOORS[1], 0): {s: stack_context(inputs[s], CONTEXT) for s in LABELED_SPLITS},
+        (FLOORS[1], 0): {s: stack_context(inputs[s], CONTEXT) for s in SPLITS},
     }
     for name, model in (("untrained", untrained), ("pretrained", pretrained)):
-        per_split = {s: hidden_states(model, inputs[s]) for s in LABELED_SPLITS}
-        for layer in per_split[LABELED_SPLITS[0]]:
-            feature_sets[(name, layer)] = {s: per_split[s][layer] for s in LABELED_SPLITS}
+        per_split = {s: hidden_states(model, inputs[s]) for s in SPLITS}
+        for layer in per_split[SPLITS[0]]:
+            feature_sets[(name, layer)] = {s: per_split[s][layer] for s in SPLITS}
     runs: dict[tuple[str, int], ProbeRun] = {}
-    train, dev, test = LABELED_SPLITS
+    train, dev, test = SPLITS
     for key, feats in tqdm(feature_sets.items(), desc="phone probes", leave=False):
         runs[key] = train_linear_probe((feats[train], labels[train]), (feats[dev], labels[dev]),
                                        (feats[test], labels[test]), epochs=epochs, seed=seed)

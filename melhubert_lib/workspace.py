@@ -15,12 +15,11 @@ import numpy as np
 import torch
 
 from . import corpus
+from .corpus import PRETRAIN_SPLIT
 from .features import FeatureStats, fbank, frames_per_stack, mfcc_with_deltas, normalise, stack_frames
 from .frames import FrameStore, cached, extract
 from .scales import Scale, get_scale
 
-PRETRAIN_SPLIT = "train-clean-360"
-LABELED_SPLITS = ("train-clean-100", "dev-clean", "test-clean")
 VALID_EVERY = 25  # every 25th pretraining utterance (by sorted id) is held out for validation
 
 

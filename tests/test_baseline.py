@@ -1,0 +1,50 @@
+"""The baseline pipeline at smoke scale: corpus -> features -> targets -> pretraining iterations."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from melhubert_lib import baseline
+from melhubert_lib.corpus import CorpusError
+from melhubert_lib.model import MelHuBERT
+from melhubert_lib.workspace import model_inputs, open_workspace, split_utterances
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    return open_workspace("smoke", tmp_path_factory.mktemp("work"), seed=0, workers=1)
+
+
+def test_validation_utterances_are_held_out_of_pretraining(ws):
+    train = {u.utt_id for u in split_utterances(ws, "pretrain-train")}
+    valid = {u.utt_id for u in split_utterances(ws, "pretrain-valid")}
+    assert valid and train and not (train & valid)
+
+
+def test_model_inputs_are_normalised_by_the_pretraining_statistics(ws):
+    feats = model_inputs(ws, "pretrain-train")
+    assert feats.data.shape[1] == 80
+    # stacked pairs of globally normalised frames: each half has mean ~0 and std ~1 over the training part
+    halves = np.concatenate([feats.data[:, :40], feats.data[:, 40:]])
+    assert abs(float(halves.mean())) < 0.05
+    assert abs(float(halves.std()) - 1.0) < 0.05
+
+
+def test_two_target_iterations_recluster_a_hidden_layer(ws):
+    sched = dataclasses.replace(ws.scale.pretrain, steps=3, iterations=2, eval_every=3, checkpoint_every=3)
+    result = baseline.pretrain_baseline(ws, name="two-iter", sched=sched)
+    assert [t.name for t in result.targets] == ["stage1-mfcc", "two-iter-iter1-layer1"]
+    assert len(result.runs) == 2 and result.runs[1].steps == 3
+    k = ws.scale.targets.n_clusters
+    labels = result.targets[1].labels["pretrain-train"].data
+    assert labels.min() >= 0 and labels.max() < k
+    assert result.targets[1].codebook.centroids.shape == (k, MelHuBERT.from_pretrained(result.model_dir).config.d_model)
+    assert not np.array_equal(labels, result.targets[0].labels["pretrain-train"].data)
+
+
+def test_a_wrong_librispeech_path_is_a_clear_error(tmp_path):
+    with pytest.raises(CorpusError, match="nowhere"):
+        open_workspace("smoke", tmp_path, librispeech=tmp_path / "nowhere")

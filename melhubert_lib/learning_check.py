@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -57,19 +58,20 @@ def phone_probe_check(ws: Workspace, pretrained: MelHuBERT, untrained: MelHuBERT
                       seed: int = 0) -> LearningCheck:
     """Train a linear phone probe on every layer of both models and on the two log-Mel floors."""
     inputs, labels = _split_data(ws)
-    feature_sets: dict[tuple[str, int], dict[str, FrameStore]] = {
-        (FLOORS[0], 0): inputs,
-        (FLOORS[1], 0): {s: stack_context(inputs[s], CONTEXT) for s in SPLITS},
-    }
-    for name, model in (("untrained", untrained), ("pretrained", pretrained)):
-        per_split = {s: hidden_states(model, inputs[s]) for s in SPLITS}
-        for layer in per_split[SPLITS[0]]:
-            feature_sets[(name, layer)] = {s: per_split[s][layer] for s in SPLITS}
-    runs: dict[tuple[str, int], ProbeRun] = {}
     train, dev, test = SPLITS
-    for key, feats in tqdm(feature_sets.items(), desc="phone probes", leave=False):
-        runs[key] = train_linear_probe((feats[train], labels[train]), (feats[dev], labels[dev]),
-                                       (feats[test], labels[test]), epochs=epochs, seed=seed)
+
+    def probe(feats: dict[str, FrameStore]) -> ProbeRun:
+        return train_linear_probe((feats[train], labels[train]), (feats[dev], labels[dev]),
+                                  (feats[test], labels[test]), epochs=epochs, seed=seed)
+
+    runs: dict[tuple[str, int], ProbeRun] = {(FLOORS[0], 0): probe(inputs)}
+    runs[(FLOORS[1], 0)] = probe({s: stack_context(inputs[s], CONTEXT) for s in SPLITS})
+    for name, model in tqdm((("untrained", untrained), ("pretrained", pretrained)), desc="phone probes", leave=False):
+        # one model's layers at a time, in half precision: every layer of both models in float32 needs several GiB
+        per_split = {s: hidden_states(model, inputs[s], dtype=np.float16) for s in SPLITS}
+        for layer in range(model.config.depth + 1):
+            runs[(name, layer)] = probe({s: per_split[s][layer] for s in SPLITS})
+        del per_split
     rows = []
     for (name, layer), run in runs.items():
         low, high = run.test.interval()

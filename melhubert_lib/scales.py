@@ -60,6 +60,7 @@ class Scale:
     targets: TargetScale
     pretrain: PretrainScale
     frame_ms: int = 20
+    deterministic: bool = False  # torch.use_deterministic_algorithms for every stage (smoke: reproducible CI)
 
 
 SCALES: dict[str, Scale] = {
@@ -87,6 +88,7 @@ SCALES: dict[str, Scale] = {
             eval_every=6,
             checkpoint_every=6,
         ),
+        deterministic=True,
     ),
     "default": Scale(
         name="default",

@@ -58,6 +58,7 @@ def open_workspace(
 ) -> Workspace:
     """Build (once) the synthetic corpus for `scale`, or point at real LibriSpeech, and return the workspace."""
     scale = get_scale(scale) if isinstance(scale, str) else scale
+    torch.use_deterministic_algorithms(scale.deterministic)
     root = Path(work_root) / scale.name
     if librispeech is not None:
         libri = Path(librispeech)

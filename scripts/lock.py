@@ -13,10 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    """Freeze the current interpreter's packages into the two files."""
-    frozen = subprocess.run(
-        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"], check=True, capture_output=True, text=True
-    ).stdout.split()
+    """Freeze the current interpreter's packages (pip and setuptools included) into the two files."""
+    command = [sys.executable, "-m", "pip", "freeze", "--all", "--exclude-editable"]
+    frozen = subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()
     pins = sorted((p for p in frozen if "==" in p and not p.startswith("melhubert")), key=str.lower)
     (ROOT / "requirements.lock").write_text("\n".join(pins) + "\n")
     env = ["name: melhubert", "channels:", "  - conda-forge", "dependencies:", "  - python=3.11", "  - pip",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,15 +21,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    _remove(tmp)
+    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:12]}")
     try:
         yield tmp
     except BaseException:
         _remove(tmp)
         raise
     if path.is_dir() and tmp.is_dir():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:12]}")
         os.replace(path, old)
         os.replace(tmp, path)
         _remove(old)

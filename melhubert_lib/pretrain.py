@@ -4,11 +4,14 @@ Adam, gradient clipping, optional warm-up + cosine decay, length-bucketed random
 accumulation, held-out validation, TensorBoard, a tqdm bar, atomic checkpoints every N steps and
 exact resume. Runs as one process or under torchrun (DistributedDataParallel; NCCL on GPUs, gloo
 on CPUs): every process builds the same global batch and mask and trains on its share, with the
-loss normalised by the global count of masked frames so the update equals the single-process one.
+loss normalised by the global count of masked frames so the update equals the single-process one
+(exactly so without dropout; with dropout each process draws its own dropout masks).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import shutil
@@ -153,6 +156,7 @@ def train(
     run_dir = Path(run_dir)
     info = init_distributed()
     torch.manual_seed(seed)
+    schedule_json = json.dumps(dataclasses.asdict(sched), sort_keys=True)
     ckpts = _checkpoints(run_dir)
     if ckpts:
         model = MelHuBERT.from_pretrained(ckpts[-1])
@@ -161,6 +165,11 @@ def train(
     step, metrics_rows = 0, []
     if ckpts:
         state = torch.load(ckpts[-1] / STATE_NAME, weights_only=True, map_location=info.device)
+        if state.get("schedule") != schedule_json:
+            raise ValueError(
+                f"{run_dir}: the run was started with another schedule ({state.get('schedule')}); resuming it with "
+                f"{schedule_json} would mix the two. Use a new run name or folder, or the original settings."
+            )
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         metrics_path = run_dir / "metrics.csv"
@@ -194,7 +203,7 @@ def train(
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
-        if step % sched.log_every == 0 or step == last_stop:
+        if step % sched.log_every == 0 or step == sched.steps:
             metrics_rows += [_row(step, "train", "loss", loss), _row(step, "train", "accuracy", acc),
                              _row(step, "train", "lr", optimizer.param_groups[0]["lr"])]
             if writer:
@@ -208,7 +217,7 @@ def train(
                 writer.add_scalar("mel_hubert_masked_prediction/valid-loss", val.loss, step)
                 writer.add_scalar("mel_hubert_masked_prediction/valid-accuracy", val.accuracy, step)
         if (step % sched.checkpoint_every == 0 or step == last_stop) and info.is_main:
-            _save_checkpoint(run_dir, model, optimizer, step, metrics_rows, keep_checkpoints)
+            _save_checkpoint(run_dir, model, optimizer, step, metrics_rows, keep_checkpoints, schedule_json)
         if info.world > 1:
             dist.barrier()
     bar.close()
@@ -217,6 +226,8 @@ def train(
     model_dir = run_dir / "model"
     if step >= sched.steps and info.is_main:
         model.save_pretrained(model_dir)
+    if info.world > 1:
+        dist.barrier()  # every process may read the finished model next
     final = evaluate_ssl(model, valid_data, device=info.device)
     return TrainResult(run_dir, model_dir, step, pd.DataFrame(metrics_rows), final)
 
@@ -280,14 +291,15 @@ def _train_step(wrapped: torch.nn.Module, model: MelHuBERT, optimizer: torch.opt
 
 
 def _save_checkpoint(run_dir: Path, model: MelHuBERT, optimizer: torch.optim.Optimizer, step: int,
-                     metrics_rows: list[dict], keep: int) -> None:
+                     metrics_rows: list[dict], keep: int, schedule_json: str) -> None:
     """Write metrics.csv and checkpoints/step-N (weights + config + optimizer) atomically; prune old ones."""
     with atomic_path(run_dir / "metrics.csv") as tmp:
         pd.DataFrame(metrics_rows, columns=["step", "split", "metric", "value"]).to_csv(tmp, index=False)
     target = run_dir / "checkpoints" / f"step-{step:08d}"
     with atomic_path(target) as tmp:
         model.save_pretrained(tmp)
-        torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / STATE_NAME)
+        torch.save({"optimizer": optimizer.state_dict(), "step": step, "schedule": schedule_json}, tmp / STATE_NAME)
     write_text_atomic(run_dir / "checkpoints" / "latest", target.name + "\n")
-    for old in _checkpoints(run_dir)[:-keep]:
+    ckpts = _checkpoints(run_dir)
+    for old in ckpts[: max(0, len(ckpts) - keep)]:
         shutil.rmtree(old)

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from melhubert_lib import baseline
 from melhubert_lib.corpus import CorpusError
@@ -15,7 +16,12 @@ from melhubert_lib.workspace import model_inputs, open_workspace, split_utteranc
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    return open_workspace("smoke", tmp_path_factory.mktemp("work"), seed=0, workers=1)
+    yield open_workspace("smoke", tmp_path_factory.mktemp("work"), seed=0, workers=1)
+    torch.use_deterministic_algorithms(False)  # the smoke scale turns it on for the whole process
+
+
+def test_smoke_scale_runs_deterministically(ws):
+    assert torch.are_deterministic_algorithms_enabled()
 
 
 def test_validation_utterances_are_held_out_of_pretraining(ws):

@@ -76,3 +76,17 @@ def test_cli_rejects_an_unknown_stage(capsys):
     with pytest.raises(SystemExit):
         main(["fly"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_committed_notebooks_store_the_outputs_their_checked_cells_compare():
+    import json
+
+    for path in sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        checked = [c for c in cells if c["cell_type"] == "code" and "# NBVAL_CHECK_OUTPUT" in "".join(c["source"])]
+        assert checked, f"{path.name} has no checked cell"
+        for cell in checked:
+            assert cell["execution_count"] is not None and cell["outputs"], f"{path.name}: a checked cell has no output"
+            assert all(o["output_type"] != "error" for o in cell["outputs"])
+        tags = [c.get("metadata", {}).get("tags", []) for c in cells]
+        assert sum("parameters" in t for t in tags) == 1, f"{path.name} needs exactly one parameters cell"

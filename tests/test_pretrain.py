@@ -40,12 +40,14 @@ def test_training_lowers_the_held_out_loss(tiny_data, tmp_path):
 
 
 def test_resumed_training_equals_uninterrupted_training(tiny_data, tmp_path):
-    full = train(fresh_model(), tiny_data["train"], tiny_data["valid"], SCHED, tmp_path / "full")
-    first = train(fresh_model(), tiny_data["train"], tiny_data["valid"], SCHED, tmp_path / "split", stop_after=4)
-    assert first.steps == 4 and not first.model_dir.exists()
-    # the second call must pick up step 4's weights and optimizer state, not the fresh model it is handed
-    second = train(fresh_model(seed=99), tiny_data["train"], tiny_data["valid"], SCHED, tmp_path / "split")
-    assert second.steps == SCHED.steps
+    # 34 steps cross an epoch boundary (about 24 batches per epoch); the stop at 29 is off every log interval
+    sched = dataclasses.replace(SCHED, steps=34, log_every=3, eval_every=10, checkpoint_every=100)
+    full = train(fresh_model(), tiny_data["train"], tiny_data["valid"], sched, tmp_path / "full")
+    first = train(fresh_model(), tiny_data["train"], tiny_data["valid"], sched, tmp_path / "split", stop_after=29)
+    assert first.steps == 29 and not first.model_dir.exists()
+    # the second call must pick up step 29's weights and optimizer state, not the fresh model it is handed
+    second = train(fresh_model(seed=99), tiny_data["train"], tiny_data["valid"], sched, tmp_path / "split")
+    assert second.steps == sched.steps
     a = MelHuBERT.from_pretrained(full.model_dir).state_dict()
     b = MelHuBERT.from_pretrained(second.model_dir).state_dict()
     for key in a:
@@ -67,6 +69,13 @@ def test_checkpoints_metrics_and_tensorboard_are_written(tiny_data, tmp_path):
     assert result.metrics.query("split == 'valid' and metric == 'loss'").step.tolist() == [0, 4, 8]
 
 
+def test_resuming_with_another_schedule_is_refused(tiny_data, tmp_path):
+    train(fresh_model(), tiny_data["train"], tiny_data["valid"], SCHED, tmp_path / "run", stop_after=2)
+    with pytest.raises(ValueError, match="another schedule"):
+        train(fresh_model(), tiny_data["train"], tiny_data["valid"], dataclasses.replace(SCHED, lr=1e-2),
+              tmp_path / "run")
+
+
 def test_non_finite_loss_stops_without_writing_a_checkpoint(tiny_data, tmp_path):
     bad_feats = tiny_data["train"].feats.map(lambda f: np.full_like(f, np.inf))
     bad = SSLData(bad_feats, tiny_data["train"].targets)
@@ -81,6 +90,18 @@ def test_learning_rate_schedule_warms_up_and_decays():
     assert lr_factor(SCHED.steps, SCHED) == pytest.approx(0.0, abs=1e-9)
 
 
+# 8 crops of 30 frames per batch in 2 micro-batches: each process trains on 2 real rows of each micro-batch
+DDP_SCHED = dataclasses.replace(SCHED, steps=4, batch_seconds=4.8, grad_accum=2)
+
+
+def test_ddp_schedule_gives_every_process_real_rows(tiny_data):
+    from melhubert_lib.batching import epoch_batches
+
+    lengths = tiny_data["train"].feats.lengths()
+    batches = epoch_batches(lengths, crop_frames=30, batch_frames=240, seed=0, epoch=0)[: DDP_SCHED.steps]
+    assert min(len(b) for b in batches) >= 4
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -91,14 +112,12 @@ def _ddp_worker(rank: int, world: int, port: int, data: dict[str, SSLData], run_
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    sched = dataclasses.replace(SCHED, steps=4, grad_accum=2)
-    train(fresh_model(), data["train"], data["valid"], sched, run_dir)
+    train(fresh_model(), data["train"], data["valid"], DDP_SCHED, run_dir)
     torch.distributed.destroy_process_group()
 
 
 def test_two_processes_match_one_process_over_the_same_global_batch(tiny_data, tmp_path):
-    sched = dataclasses.replace(SCHED, steps=4, grad_accum=2)
-    single = train(fresh_model(), tiny_data["train"], tiny_data["valid"], sched, tmp_path / "single")
+    single = train(fresh_model(), tiny_data["train"], tiny_data["valid"], DDP_SCHED, tmp_path / "single")
     mp.spawn(_ddp_worker, args=(2, _free_port(), tiny_data, str(tmp_path / "ddp")), nprocs=2, join=True)
     a = MelHuBERT.from_pretrained(single.model_dir).state_dict()
     b = MelHuBERT.from_pretrained(tmp_path / "ddp" / "model").state_dict()

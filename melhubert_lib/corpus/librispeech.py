@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from melhubert_lib.atomic import write_text_atomic
 
 from .alignment import format_alignment, parse_alignment
-from .errors import CorpusError
+from .errors import CorpusError, require_root
 from .records import PhoneSegment, Utterance
 from .render import RenderedSpeech, SpeechJob
 
@@ -59,12 +59,7 @@ class LibriSpeechIndexWriter:
 
 def read_librispeech(root: Path, split: str) -> list[Utterance]:
     """Read one split of a LibriSpeech-layout folder (`root` holds the split folders), sorted by id."""
-    root = Path(root)
-    if not root.is_dir():
-        raise CorpusError(
-            f"{root}: LibriSpeech root not found; pass the folder that holds the split folders "
-            "(e.g. <corpus>/LibriSpeech), or build a synthetic corpus with build_corpus"
-        )
+    root = require_root(root, "LibriSpeech", "the split folders", "LibriSpeech")
     split_dir = root / split
     if not split_dir.is_dir():
         available = sorted(p.name for p in root.iterdir() if p.is_dir())

@@ -24,7 +24,7 @@ from melhubert_lib.atomic import write_text_atomic
 from melhubert_lib.audio import SAMPLE_RATE, save_audio
 
 from .augment import coloured_noise, set_level
-from .errors import CorpusError
+from .errors import CorpusError, require_choice, require_root
 from .plan import CLIP_SECONDS, KEYWORDS, clip_subsets
 from .records import LabeledClip
 from .render import SpeechJob
@@ -98,16 +98,9 @@ def write_split_lists(root: Path, clips: Sequence[ListedClip]) -> None:
 
 def read_speech_commands(root: Path, subset: str) -> list[LabeledClip]:
     """Read the `subset` ("train", "validation" or "test") of a Speech Commands folder, sorted by path."""
-    if subset not in SUBSETS:
-        raise CorpusError(
-            f"subset={subset!r} is not a Speech Commands subset; use one of {', '.join(SUBSETS)}"
-        )
-    root = Path(root)
-    if not root.is_dir():
-        raise CorpusError(
-            f"{root}: Speech Commands root not found; pass the folder holding the word folders and "
-            f"{LIST_FILES['validation']} (e.g. <corpus>/speech_commands), or build a corpus with build_corpus"
-        )
+    require_choice("subset", subset, SUBSETS, "Speech Commands")
+    root = require_root(root, "Speech Commands", f"the word folders and {LIST_FILES['validation']}",
+                        "speech_commands")
     missing = [name for name in LIST_FILES.values() if not (root / name).is_file()]
     if missing:
         raise CorpusError(

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from melhubert_lib.atomic import write_text_atomic
 
-from .errors import CorpusError
+from .errors import CorpusError, require_choice, require_root
 from .records import LabeledClip
 from .render import SpeechJob
 
@@ -33,16 +33,8 @@ def write_iden_split(root: Path, jobs: Sequence[SpeechJob]) -> None:
 
 def read_voxceleb1(root: Path, subset: str) -> list[LabeledClip]:
     """Read the `subset` ("train", "dev" or "test") of a VoxCeleb1 folder; labels are speaker ids."""
-    if subset not in SUBSET_CODES:
-        raise CorpusError(
-            f"subset={subset!r} is not a VoxCeleb1 subset; use one of {', '.join(SUBSET_CODES)}"
-        )
-    root = Path(root)
-    if not root.is_dir():
-        raise CorpusError(
-            f"{root}: VoxCeleb1 root not found; pass the folder holding wav/ and {SPLIT_FILE} "
-            "(e.g. <corpus>/VoxCeleb1), or build a synthetic corpus with build_corpus"
-        )
+    require_choice("subset", subset, SUBSET_CODES, "VoxCeleb1")
+    root = require_root(root, "VoxCeleb1", f"{AUDIO_DIR}/ and {SPLIT_FILE}", "VoxCeleb1")
     split_file = root / SPLIT_FILE
     if not split_file.is_file() or not (root / AUDIO_DIR).is_dir():
         raise CorpusError(

@@ -99,6 +99,11 @@ def normalise(feats: torch.Tensor, stats: FeatureStats) -> torch.Tensor:
     return (feats - torch.from_numpy(stats.mean)) / torch.from_numpy(stats.std)
 
 
+def model_input_from_fbank(feats: torch.Tensor, stats: FeatureStats, frame_ms: int = 20) -> torch.Tensor:
+    """The model's input from (T, 40) fbank frames: normalised, then stacked to the model frame rate."""
+    return stack_frames(normalise(feats, stats), frames_per_stack(frame_ms))
+
+
 def model_input(wav: np.ndarray | torch.Tensor, stats: FeatureStats, frame_ms: int = 20) -> torch.Tensor:
-    """The model's input for one waveform: normalised fbank stacked to the model frame rate."""
-    return stack_frames(normalise(fbank(wav), stats), frames_per_stack(frame_ms))
+    """The model's input for one waveform."""
+    return model_input_from_fbank(fbank(wav), stats, frame_ms)

@@ -11,12 +11,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import corpus
 from .corpus import PRETRAIN_SPLIT
-from .features import FeatureStats, fbank, frames_per_stack, mfcc_with_deltas, normalise, stack_frames
+from .features import FeatureStats, fbank, mfcc_with_deltas, model_input_from_fbank
 from .frames import FrameStore, cached, extract
 from .scales import Scale, get_scale
 
@@ -97,8 +96,7 @@ def feature_stats(ws: Workspace) -> FeatureStats:
     path = ws.cache / "fbank-mean-std.npy"
     if path.is_file():
         return FeatureStats.load(path)
-    store = raw_frames(ws, "pretrain-train", "fbank")
-    stats = FeatureStats(mean=store.data.mean(0).astype(np.float32), std=store.data.std(0).astype(np.float32))
+    stats = FeatureStats.from_features([torch.from_numpy(raw_frames(ws, "pretrain-train", "fbank").data)])
     stats.save(path)
     return stats
 
@@ -106,7 +104,6 @@ def feature_stats(ws: Workspace) -> FeatureStats:
 def model_inputs(ws: Workspace, split: str) -> FrameStore:
     """Normalised log-Mel frames of a split, stacked to the scale's model frame rate."""
     stats = feature_stats(ws)
-    factor = frames_per_stack(ws.scale.frame_ms)
     return raw_frames(ws, split, "fbank").map(
-        lambda f: stack_frames(normalise(torch.from_numpy(f), stats), factor).numpy()
+        lambda f: model_input_from_fbank(torch.from_numpy(f), stats, ws.scale.frame_ms).numpy()
     )

@@ -24,12 +24,13 @@ class Batch:
     """A padded batch of model inputs and their cluster targets."""
 
     feats: torch.Tensor  # (B, T, D)
-    targets: torch.Tensor  # (B, T) int64, -100 at padding
+    targets: torch.Tensor | None  # (B, T) int64, -100 at padding; None for feature extraction
     lengths: torch.Tensor  # (B,)
 
     def select(self, rows: slice | list[int]) -> Batch:
         """The sub-batch of the given rows (a micro-batch or one process's share)."""
-        return Batch(self.feats[rows], self.targets[rows], self.lengths[rows])
+        targets = None if self.targets is None else self.targets[rows]
+        return Batch(self.feats[rows], targets, self.lengths[rows])
 
 
 def epoch_batches(lengths: np.ndarray, crop_frames: int, batch_frames: int, seed: int, epoch: int) -> list[list[Crop]]:
@@ -64,15 +65,16 @@ def epoch_batches(lengths: np.ndarray, crop_frames: int, batch_frames: int, seed
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def collate(crops: list[Crop], feats: FrameStore, targets: FrameStore) -> Batch:
-    """Pad the crops of one batch into tensors."""
+def collate(crops: list[Crop], feats: FrameStore, targets: FrameStore | None = None) -> Batch:
+    """Pad the crops of one batch into tensors (targets only when a target store is given)."""
     longest = max(c.length for c in crops)
     dim = feats.data.shape[1]
     x = torch.zeros(len(crops), longest, dim)
-    y = torch.full((len(crops), longest), -100, dtype=torch.long)
+    y = None if targets is None else torch.full((len(crops), longest), -100, dtype=torch.long)
     for row, c in enumerate(crops):
         x[row, : c.length] = torch.from_numpy(feats[c.index][c.start : c.start + c.length])
-        y[row, : c.length] = torch.from_numpy(targets[c.index][c.start : c.start + c.length, 0].astype(np.int64))
+        if y is not None:
+            y[row, : c.length] = torch.from_numpy(targets[c.index][c.start : c.start + c.length, 0].astype(np.int64))
     return Batch(x, y, torch.tensor([c.length for c in crops]))
 
 

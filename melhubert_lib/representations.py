@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .batching import eval_batches
+from .batching import collate, eval_batches
 from .frames import FrameStore
 from .model import MelHuBERT
 
@@ -25,11 +25,8 @@ def hidden_states(model: MelHuBERT, feats: FrameStore, layers: list[int] | None 
     lengths = feats.lengths()
     arrays: dict[int, list[np.ndarray | None]] = {layer: [None] * len(feats) for layer in layers}
     for crops in eval_batches(lengths, int(lengths.max(initial=1)), int(batch_seconds * per_sec)):
-        longest = max(c.length for c in crops)
-        x = torch.zeros(len(crops), longest, feats.data.shape[1])
-        for row, c in enumerate(crops):
-            x[row, : c.length] = torch.from_numpy(feats[c.index])
-        out = model(x, torch.tensor([c.length for c in crops]), n_layers=top)
+        batch = collate(crops, feats)
+        out = model(batch.feats, batch.lengths, n_layers=top)
         for layer in layers:
             h = out.hidden_states[layer]
             for row, c in enumerate(crops):

@@ -20,7 +20,7 @@ from .pretrain import SSLData, TrainResult, train
 from .representations import hidden_states
 from .scales import PretrainScale
 from .targets import Codebook, fit_codebook
-from .workspace import Workspace, model_inputs, raw_frames
+from .workspace import Workspace, feature_stats, model_inputs, raw_frames
 
 PARTS = ("pretrain-train", "pretrain-valid")
 
@@ -68,7 +68,7 @@ def acoustic_targets(ws: Workspace, kind: str | None = None) -> TargetSet:
     factor = frames_per_stack(ws.scale.frame_ms)
     frames = {p: raw_frames(ws, p, kind).map(lambda f: stack_frames(torch.from_numpy(f), factor).numpy())
               for p in PARTS}
-    return _target_set(ws, f"stage1-{kind}", frames)
+    return _target_set(ws, f"stage1-{kind}-k{ws.scale.targets.n_clusters}", frames)
 
 
 def hidden_targets(ws: Workspace, model: MelHuBERT, layer: int, name: str) -> TargetSet:
@@ -104,6 +104,7 @@ def pretrain_baseline(ws: Workspace, name: str = "baseline", sched: PretrainScal
         data = ssl_data(ws, targets[-1])
         torch.manual_seed(seed)
         model = MelHuBERT(baseline_config(ws))
+        model.feature_stats = feature_stats(ws)
         runs.append(train(model, data["pretrain-train"], data["pretrain-valid"], sched,
                           ws.run_dir(f"{name}-iter{it}"), seed=seed, stop_after=stop_after))
         if runs[-1].steps < sched.steps:
@@ -114,7 +115,9 @@ def pretrain_baseline(ws: Workspace, name: str = "baseline", sched: PretrainScal
 def untrained_model(ws: Workspace, seed: int | None = None) -> MelHuBERT:
     """The baseline architecture with random weights (a floor for every probe)."""
     torch.manual_seed(ws.seed if seed is None else seed)
-    return MelHuBERT(baseline_config(ws)).eval()
+    model = MelHuBERT(baseline_config(ws)).eval()
+    model.feature_stats = feature_stats(ws)
+    return model
 
 
 def label_counts(targets: TargetSet) -> np.ndarray:

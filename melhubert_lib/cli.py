@@ -53,6 +53,35 @@ def _validate(args: argparse.Namespace) -> None:
     sys.exit(validate_notebooks(args.notebooks, args.kernel))
 
 
+def _efficiency(args: argparse.Namespace) -> None:
+    from .efficiency import measure
+    from .model import MelHuBERT
+
+    print(measure(MelHuBERT.from_pretrained(args.checkpoint), args.seconds, args.threads).to_json())
+
+
+def _downstream(args: argparse.Namespace) -> None:
+    from .evaluation import Candidate, evaluate
+    from .layer_features import model_source
+    from .model import MelHuBERT
+    from .tasks import load_task
+    from .workspace import open_workspace
+
+    ws = open_workspace(args.scale, args.work_dir, args.seed, args.librispeech,
+                        voxceleb1=args.voxceleb1, speech_commands=args.speech_commands)
+    tasks = [load_task(ws, name) for name in args.tasks.split(",")]
+    candidates = [Candidate(model_source(MelHuBERT.from_pretrained(c), c), args.method) for c in args.checkpoints]
+    result = evaluate(ws, candidates, tasks)
+    test = result.scores[result.scores.split == "test"]
+    print(test[["source", "task", "seed", "metric", "value"]].to_json(orient="records", indent=2))
+
+
+def _s3prl_downstream(args: argparse.Namespace) -> None:
+    from .s3prl_upstream import run_downstream
+
+    run_downstream(args.s3prl_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subcommand per pipeline stage."""
     parser = argparse.ArgumentParser(prog="melhubert", description=__doc__)
@@ -73,6 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures-dir", default="figures")
     p.add_argument("--kernel", default="melhubert")
     p.set_defaults(func=_run_notebook)
+    p = sub.add_parser("efficiency", help="params, MACs per second of audio, CPU real-time factor and memory as JSON")
+    p.add_argument("checkpoint", help="checkpoint directory (config.json + model.safetensors)")
+    p.add_argument("--seconds", type=float, default=10.0, help="audio length of the timed pass (default 10)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the timing (default 1)")
+    p.set_defaults(func=_efficiency)
+    p = sub.add_parser("downstream", help="probe checkpoints on the downstream tasks; rows go to results/")
+    _common(p)
+    p.add_argument("checkpoints", nargs="+", help="checkpoint directories")
+    p.add_argument("--tasks", default="PR,SID,KS,ASR", help="comma-separated tasks (default: PR,SID,KS,ASR)")
+    p.add_argument("--method", default="baseline", help="method label of these checkpoints in the results")
+    p.add_argument("--voxceleb1", default=None, help="real VoxCeleb1 folder (with --librispeech)")
+    p.add_argument("--speech-commands", default=None, help="real Speech Commands v0.02 folder (with --librispeech)")
+    p.set_defaults(func=_downstream)
+    p = sub.add_parser("s3prl-downstream", help="s3prl's run_downstream.py with -u melhubert_suite available",
+                       description="Arguments after the command go to s3prl's run_downstream.py unchanged, e.g. "
+                                   "-m train -u melhubert_suite -k <checkpoint dir> -d asr -n <experiment>")
+    p.add_argument("s3prl_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_s3prl_downstream)
     p = sub.add_parser("validate-notebooks", help="nbval over smoke-scale copies of notebooks")
     p.add_argument("notebooks", nargs="+")
     p.add_argument("--kernel", default="melhubert")

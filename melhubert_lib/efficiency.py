@@ -1,4 +1,4 @@
-"""Compute cost of a model: multiply-accumulates per second of audio.
+"""Cost of a model: parameters (total and non-zero), MACs per second of audio, CPU real-time factor, memory.
 
 Linear and convolution MACs come from `torch.utils.flop_counter.FlopCounterMode` (it reports 2 FLOPs
 per MAC); CPU `scaled_dot_product_attention` counts zero there, so the two attention matmuls
@@ -7,9 +7,16 @@ per MAC); CPU `scaled_dot_product_attention` counts zero there, so the two atten
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
 
 import torch
+from torch import nn
+from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
 from .model import MelHuBERT
@@ -53,3 +60,94 @@ def count_macs(model: MelHuBERT, seconds: float = 10.0) -> MacCount:
     counts = counter.get_flop_counts()["Global"]
     counted = sum(v for op, v in counts.items() if "scaled_dot_product" not in str(op)) // 2
     return MacCount(seconds=seconds, linear_and_conv=int(counted), attention=attention_macs(model, frames))
+
+
+@torch.no_grad()
+def sparse_macs(model: MelHuBERT, seconds: float = 10.0) -> int:
+    """MACs when zero weights are skipped: each linear/conv layer's MACs scaled by its weight density.
+
+    The attention matmuls and any non-weight ops stay dense.
+    """
+    frames = int(round(seconds * 1000 / model.config.frame_ms))
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, frames, model.config.input_dim))
+    model.train(was_training)
+    per_module = counter.get_flop_counts()
+    total = 0.0
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear | nn.Conv1d):
+            flops = sum(per_module.get(f"{type(model).__name__}.{name}", {}).values())
+            density = float(torch.count_nonzero(module.weight)) / module.weight.numel()
+            total += flops / 2 * density
+    return int(total) + attention_macs(model, frames)
+
+
+@dataclass
+class Efficiency:
+    """What running a checkpoint costs: sizes, MACs per second of audio, CPU speed and memory."""
+
+    params: int
+    nonzero_params: int
+    macs_per_second: float  # dense
+    sparse_macs_per_second: float  # zero weights skipped (differs from dense only for weight-pruned models)
+    rtf: float  # median wall seconds per second of audio (batch 1, `seconds` of audio, `threads` threads)
+    rtf_iqr: float
+    seconds: float
+    threads: int
+    peak_memory_mb: float  # peak resident memory of a fresh process that loads the model and runs one pass
+
+    def to_json(self) -> str:
+        """The fields as JSON."""
+        return json.dumps(asdict(self), indent=2)
+
+
+@torch.no_grad()
+def real_time_factor(model: MelHuBERT, seconds: float = 10.0, threads: int = 1,
+                     min_run_time: float = 2.0) -> tuple[float, float]:
+    """Median and inter-quartile range of wall time per second of audio (torch.utils.benchmark, after warm-up)."""
+    frames = int(round(seconds * 1000 / model.config.frame_ms))
+    x = torch.randn(1, frames, model.config.input_dim)
+    was_training = model.training
+    model.eval()
+    timer = benchmark.Timer("model(x)", globals={"model": model, "x": x}, num_threads=threads)
+    timer.timeit(2)  # warm-up
+    measured = timer.blocked_autorange(min_run_time=min_run_time)
+    model.train(was_training)
+    return measured.median / seconds, measured.iqr / seconds
+
+
+def peak_memory_mb(model: MelHuBERT, seconds: float = 10.0, threads: int = 1) -> float:
+    """Peak RSS (MiB) of a fresh Python process that loads `model` and runs one batch-1 pass over `seconds`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        out = subprocess.run([sys.executable, "-m", "melhubert_lib.efficiency", tmp, str(seconds), str(threads)],
+                             capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory probe failed: {out.stderr.strip()[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def measure(model: MelHuBERT, seconds: float = 10.0, threads: int = 1) -> Efficiency:
+    """Every cost figure of `model` (see `Efficiency`)."""
+    rtf, iqr = real_time_factor(model, seconds, threads)
+    return Efficiency(
+        params=model.num_parameters(), nonzero_params=model.num_parameters(nonzero=True),
+        macs_per_second=count_macs(model, seconds).per_second,
+        sparse_macs_per_second=sparse_macs(model, seconds) / seconds, rtf=rtf, rtf_iqr=iqr, seconds=seconds,
+        threads=threads, peak_memory_mb=peak_memory_mb(model, seconds, threads),
+    )
+
+
+def _memory_probe(directory: str, seconds: float, threads: int) -> None:
+    torch.set_num_threads(threads)
+    model = MelHuBERT.from_pretrained(directory).eval()
+    frames = int(round(seconds * 1000 / model.config.frame_ms))
+    with torch.no_grad():
+        model(torch.randn(1, frames, model.config.input_dim))
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux reports KiB
+
+
+if __name__ == "__main__":
+    _memory_probe(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))

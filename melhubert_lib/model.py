@@ -19,9 +19,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .atomic import atomic_path
+from .features import FeatureStats
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+STATS_NAME = "feature_stats.npy"  # the input normalisation the model was trained with (optional)
 
 
 @dataclass
@@ -239,6 +241,7 @@ class MelHuBERT(nn.Module):
         self.input_dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(EncoderLayer(i, cfg) for i in range(cfg.depth))
         self.cluster_head = nn.Linear(cfg.d_model, cfg.n_clusters)
+        self.feature_stats: FeatureStats | None = None  # set by pretraining; saved and loaded with the weights
 
     def forward(
         self,
@@ -304,13 +307,15 @@ class MelHuBERT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json + model.safetensors into `directory` atomically; return the directory."""
+        """Write config.json + model.safetensors (+ feature_stats.npy) into `directory` atomically; return it."""
         directory = Path(directory)
         with atomic_path(directory) as tmp:
             tmp.mkdir(parents=True)
             (tmp / CONFIG_NAME).write_text(self.config.to_json())
             state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_NAME))
+            if self.feature_stats is not None:
+                self.feature_stats.save(tmp / STATS_NAME)
         return directory
 
     @classmethod
@@ -338,4 +343,6 @@ class MelHuBERT(nn.Module):
                 "the two files come from different models — keep a checkpoint's files together"
             )
         model.load_state_dict(state)
+        if (directory / STATS_NAME).is_file():
+            model.feature_stats = FeatureStats.load(directory / STATS_NAME)
         return model

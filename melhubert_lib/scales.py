@@ -6,7 +6,7 @@ branches on the scale's name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,16 @@ class PretrainScale:
 
 
 @dataclass(frozen=True)
+class DownstreamScale:
+    """Probe training on frozen features: epochs per task (best epoch chosen on dev) and probe seeds."""
+
+    epochs: dict[str, int] = field(default_factory=lambda: {"PR": 20, "SID": 40, "KS": 40, "ASR": 12})
+    seeds: tuple[int, ...] = (0,)
+    asr_hidden: int = 96  # BiLSTM units per direction (SUPERB uses 2 x 1024: smaller here)
+    asr_layers: int = 1
+
+
+@dataclass(frozen=True)
 class Scale:
     """Everything that differs between smoke, default and paper runs."""
 
@@ -59,6 +69,7 @@ class Scale:
     corpus: CorpusScale
     targets: TargetScale
     pretrain: PretrainScale
+    downstream: DownstreamScale = field(default_factory=DownstreamScale)
     frame_ms: int = 20
     deterministic: bool = False  # torch.use_deterministic_algorithms for every stage (smoke: reproducible CI)
 
@@ -88,6 +99,7 @@ SCALES: dict[str, Scale] = {
             eval_every=6,
             checkpoint_every=6,
         ),
+        downstream=DownstreamScale(epochs={"PR": 3, "SID": 3, "KS": 3, "ASR": 2}, asr_hidden=16),
         deterministic=True,
     ),
     "default": Scale(

@@ -31,6 +31,8 @@ class Workspace:
     librispeech: Path  # folder holding the LibriSpeech split folders
     corpus_root: Path | None  # the synthetic corpus (all three layouts), None for real data
     seed: int = 0
+    voxceleb1: Path | None = None  # VoxCeleb1 identification folder (speaker ID), None when absent
+    speech_commands: Path | None = None  # Speech Commands v0.02 folder (keyword spotting), None when absent
 
     @property
     def cache(self) -> Path:
@@ -54,18 +56,29 @@ class Workspace:
 def open_workspace(
     scale: str | Scale, work_root: str | os.PathLike = "work", seed: int = 0,
     librispeech: str | os.PathLike | None = None, workers: int = 2,
+    voxceleb1: str | os.PathLike | None = None, speech_commands: str | os.PathLike | None = None,
 ) -> Workspace:
-    """Build (once) the synthetic corpus for `scale`, or point at real LibriSpeech, and return the workspace."""
+    """Build (once) the synthetic corpus for `scale`, or point at real corpora, and return the workspace.
+
+    With `librispeech` given, the synthetic corpus is not built; speaker ID and keyword spotting then
+    read the `voxceleb1` and `speech_commands` folders when given.
+    """
     scale = get_scale(scale) if isinstance(scale, str) else scale
     torch.use_deterministic_algorithms(scale.deterministic)
     root = Path(work_root) / scale.name
     if librispeech is not None:
         libri = Path(librispeech)
         corpus.read_librispeech(libri, PRETRAIN_SPLIT)  # fails early with a clear error on a wrong path
-        return Workspace(scale, root, libri, None, seed)
+        return Workspace(scale, root, libri, None, seed, _optional_path(voxceleb1), _optional_path(speech_commands))
     corpus_root = root / "corpus"
     corpus.build_corpus(corpus_root, scale.corpus, seed=seed, workers=workers)
-    return Workspace(scale, root, corpus_root / "LibriSpeech", corpus_root, seed)
+    return Workspace(scale, root, corpus_root / "LibriSpeech", corpus_root, seed,
+                     _optional_path(voxceleb1) or corpus_root / "VoxCeleb1",
+                     _optional_path(speech_commands) or corpus_root / "speech_commands")
+
+
+def _optional_path(path: str | os.PathLike | None) -> Path | None:
+    return None if path is None else Path(path)
 
 
 def split_utterances(ws: Workspace, split: str) -> list[corpus.Utterance]:
@@ -81,14 +94,19 @@ def split_utterances(ws: Workspace, split: str) -> list[corpus.Utterance]:
     return sorted(corpus.read_librispeech(ws.librispeech, split), key=lambda u: u.utt_id)
 
 
+FEATURIZERS = {"fbank": fbank, "mfcc": mfcc_with_deltas}
+
+
 def raw_frames(ws: Workspace, split: str, kind: str) -> FrameStore:
     """Unnormalised 10 ms frames of a split: kind 'fbank' (40 log-Mel bins) or 'mfcc' (MFCC + deltas)."""
-    featurize = {"fbank": fbank, "mfcc": mfcc_with_deltas}
-    if kind not in featurize:
-        raise ValueError(f"kind={kind!r}: choose 'fbank' or 'mfcc'")
+    if kind not in FEATURIZERS:
+        raise ValueError(f"kind={kind!r}: choose one of {', '.join(FEATURIZERS)}")
     utts = split_utterances(ws, split)
-    return cached(ws.cache / f"{kind}-{split}.npz",
-                  lambda: extract([u.path for u in utts], [u.utt_id for u in utts], featurize[kind], f"{kind} {split}"))
+    return _cached_frames(ws, f"{kind}-{split}", [u.path for u in utts], [u.utt_id for u in utts], kind)
+
+
+def _cached_frames(ws: Workspace, name: str, paths: list[Path], ids: list[str], kind: str) -> FrameStore:
+    return cached(ws.cache / f"{name}.npz", lambda: extract(paths, ids, FEATURIZERS[kind], name))
 
 
 def feature_stats(ws: Workspace) -> FeatureStats:
@@ -103,7 +121,14 @@ def feature_stats(ws: Workspace) -> FeatureStats:
 
 def model_inputs(ws: Workspace, split: str) -> FrameStore:
     """Normalised log-Mel frames of a split, stacked to the scale's model frame rate."""
+    return _normalised(ws, raw_frames(ws, split, "fbank"))
+
+
+def clip_inputs(ws: Workspace, name: str, paths: list[Path], ids: list[str]) -> FrameStore:
+    """Model inputs of any list of audio files (a downstream task's split), cached under `name`."""
+    return _normalised(ws, _cached_frames(ws, f"fbank-{name}", paths, ids, "fbank"))
+
+
+def _normalised(ws: Workspace, frames: FrameStore) -> FrameStore:
     stats = feature_stats(ws)
-    return raw_frames(ws, split, "fbank").map(
-        lambda f: model_input_from_fbank(torch.from_numpy(f), stats, ws.scale.frame_ms).numpy()
-    )
+    return frames.map(lambda f: model_input_from_fbank(torch.from_numpy(f), stats, ws.scale.frame_ms).numpy())

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from melhubert_lib.frames import FrameStore
 from melhubert_lib.pretrain import SSLData
+from melhubert_lib.workspace import Workspace, open_workspace
 
 
 def segment_data(n_utts: int, n_classes: int, dim: int, seed: int) -> SSLData:
@@ -31,3 +33,10 @@ def segment_data(n_utts: int, n_classes: int, dim: int, seed: int) -> SSLData:
 def tiny_data() -> dict[str, SSLData]:
     """Train and validation sets for the smoke model (80-dim inputs, 16 classes)."""
     return {"train": segment_data(48, 16, 80, seed=0), "valid": segment_data(12, 16, 80, seed=1)}
+
+
+@pytest.fixture(scope="session")
+def smoke_ws(tmp_path_factory) -> Workspace:
+    """The smoke-scale workspace with its synthetic corpus (built once per test session)."""
+    yield open_workspace("smoke", tmp_path_factory.mktemp("work"), seed=0, workers=1)
+    torch.use_deterministic_algorithms(False)  # the smoke scale turns it on for the whole process

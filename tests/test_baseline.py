@@ -15,9 +15,8 @@ from melhubert_lib.workspace import model_inputs, open_workspace, split_utteranc
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    yield open_workspace("smoke", tmp_path_factory.mktemp("work"), seed=0, workers=1)
-    torch.use_deterministic_algorithms(False)  # the smoke scale turns it on for the whole process
+def ws(smoke_ws):
+    return smoke_ws
 
 
 def test_smoke_scale_runs_deterministically(ws):
@@ -42,7 +41,7 @@ def test_model_inputs_are_normalised_by_the_pretraining_statistics(ws):
 def test_two_target_iterations_recluster_a_hidden_layer(ws):
     sched = dataclasses.replace(ws.scale.pretrain, steps=3, iterations=2, eval_every=3, checkpoint_every=3)
     result = baseline.pretrain_baseline(ws, name="two-iter", sched=sched)
-    assert [t.name for t in result.targets] == ["stage1-mfcc", "two-iter-iter1-layer1"]
+    assert [t.name for t in result.targets] == ["stage1-mfcc-k16", "two-iter-iter1-layer1"]
     assert len(result.runs) == 2 and result.runs[1].steps == 3
     k = ws.scale.targets.n_clusters
     labels = result.targets[1].labels["pretrain-train"].data

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
+from melhubert_lib.features import FeatureStats
 from melhubert_lib.model import LowRankLinear, MelHuBERT, compute_span_mask, preset
 
 
@@ -36,6 +38,15 @@ def test_checkpoint_roundtrip_keeps_shapes_and_outputs(tmp_path):
     assert loaded.layers[2].attention.q_proj.out_features == 3 * model.config.head_dim
     x = torch.randn(2, 30, 80)
     assert torch.equal(model(x).logits, loaded(x).logits)
+    assert loaded.feature_stats is None
+
+
+def test_checkpoint_carries_its_input_normalisation(tmp_path):
+    model = MelHuBERT(preset("smoke"))
+    model.feature_stats = FeatureStats(mean=np.linspace(-1, 1, 40, dtype=np.float32), std=np.full(40, 2.0, np.float32))
+    loaded = MelHuBERT.from_pretrained(model.save_pretrained(tmp_path / "ckpt"))
+    np.testing.assert_array_equal(loaded.feature_stats.mean, model.feature_stats.mean)
+    np.testing.assert_array_equal(loaded.feature_stats.std, model.feature_stats.std)
 
 
 def test_checkpoint_from_another_config_is_a_clear_error(tmp_path):

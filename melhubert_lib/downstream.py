@@ -1,0 +1,241 @@
+"""SUPERB-style probes on frozen features: s3prl's Featurizer (softmax weights over layers) + a task head.
+
+Heads: PR, a linear layer with CTC over phones; ASR, a small BiLSTM with character CTC; SID and KS,
+mean pooling + a linear layer. Each probe trains on the train split, keeps the epoch with the best
+dev score and reports test. Features are standardised per layer and dimension with train-split
+statistics before the Featurizer (a fixed affine map: it changes no information, only conditioning).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from s3prl.nn import Featurizer
+from torch import nn
+from torchaudio.functional import edit_distance
+
+from .frames import FrameStore
+from .layer_features import FeatureSource, task_features
+from .scales import DownstreamScale
+from .tasks import SPLITS, TaskData
+from .workspace import Workspace
+
+LEARNING_RATES = {"PR": 2e-2, "ASR": 2e-3, "SID": 5e-3, "KS": 5e-3}
+BATCH_FRAMES = 20_000  # sequence tasks: frames per batch
+BATCH_UTTERANCES = 64  # utterance tasks
+
+
+@dataclass(frozen=True)
+class LayerLayout:
+    """The three facts s3prl's Featurizer reads from an upstream (it keeps nothing else)."""
+
+    num_layers: int
+    hidden_sizes: list[int]
+    downsample_rates: list[int]
+
+
+@dataclass
+class TaskResult:
+    """One probe: its metrics on dev (selection) and test, and the Featurizer's learned layer weights.
+
+    `dev` and `test` map metric name -> value: the task's metric, plus CER for ASR.
+    """
+
+    source: str
+    task: str
+    metric: str  # the task's headline metric (a key of dev and test)
+    seed: int
+    dev: dict[str, float]
+    test: dict[str, float]
+    best_epoch: int
+    layer_weights: list[float]
+    train_seconds: float
+
+
+class Probe(nn.Module):
+    """Featurizer over the layers, then an optional BiLSTM, then a linear output layer."""
+
+    def __init__(self, layout: LayerLayout, n_out: int, lstm_hidden: int = 0, lstm_layers: int = 1) -> None:
+        super().__init__()
+        self.featurizer = Featurizer(layout)
+        width = layout.hidden_sizes[0]
+        self.lstm = (nn.LSTM(width, lstm_hidden, lstm_layers, batch_first=True, bidirectional=True)
+                     if lstm_hidden else None)
+        self.out = nn.Linear(2 * lstm_hidden if lstm_hidden else width, n_out)
+
+    def forward(self, layers: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, L, D) features and (B,) lengths -> (B, T, n_out) logits."""
+        hs, _ = self.featurizer(list(layers.unbind(2)), [lengths] * layers.shape[2])
+        if self.lstm is not None:
+            # padded rather than packed: packed LSTM backward is ~18x slower on CPU; batches are grouped by
+            # length and padding is zero, so the backward direction starts from a few zero frames at most
+            hs = self.lstm(hs.masked_fill(_padding(lengths, hs.shape[1])[..., None], 0.0))[0]
+        return self.out(hs)
+
+    def layer_weights(self) -> list[float]:
+        """Softmax weight of each layer ([1.0] for a single-layer source)."""
+        if not hasattr(self.featurizer, "weights"):
+            return [1.0]
+        return F.softmax(self.featurizer.weights.detach(), dim=-1).tolist()
+
+
+def evaluate_source(ws: Workspace, source: FeatureSource, tasks: list[TaskData],
+                    settings: DownstreamScale | None = None, seeds: tuple[int, ...] | None = None) -> list[TaskResult]:
+    """Train and score a probe per task and seed on `source`'s cached layers."""
+    settings = settings or ws.scale.downstream
+    results = []
+    for task in tasks:
+        feats = {s: task_features(ws, source, task, s) for s in SPLITS}
+        for seed in seeds if seeds is not None else settings.seeds:
+            results.append(train_probe(source.name, task, feats, settings, seed))
+    return results
+
+
+def train_probe(source: str, task: TaskData, feats: dict[str, FrameStore], settings: DownstreamScale,
+                seed: int) -> TaskResult:
+    """Train one probe for `task` on per-split layer features; select the epoch on dev, score test."""
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    mean, std = _layer_stats(feats["train"])
+    data = {s: _Split(feats[s], task.splits[s].labels, mean, std) for s in SPLITS}
+    _, n_layers, width = feats["train"].data.shape
+    layout = LayerLayout(n_layers, [width] * n_layers, [1] * n_layers)
+    name = task.spec.name
+    sequence = task.spec.kind == "sequence"
+    lstm = settings.asr_hidden if name == "ASR" else 0
+    probe = Probe(layout, len(task.vocabulary), lstm, settings.asr_layers)
+    opt = torch.optim.Adam(probe.parameters(), lr=LEARNING_RATES[name])
+    gen = torch.Generator().manual_seed(seed)
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    for epoch in range(1, settings.epochs[name] + 1):
+        probe.train()
+        for batch in data["train"].batches(gen, sequence):
+            loss = _loss(probe, batch, sequence)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(probe.parameters(), 5.0)
+            opt.step()
+        dev = _score(probe, data["dev"], task)
+        key = dev[task.spec.select_metric] * (1 if task.spec.lower_is_better else -1)
+        if best is None or key < best[0]:
+            best = (key, epoch, {k: v.clone() for k, v in probe.state_dict().items()}, dev)
+    assert best is not None
+    probe.load_state_dict(best[2])
+    return TaskResult(source, name, task.spec.metric, seed, best[3], _score(probe, data["test"], task), best[1],
+                      probe.layer_weights(), time.perf_counter() - start)
+
+
+def _padding(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    return torch.arange(frames)[None, :] >= lengths[:, None]
+
+
+def _layer_stats(store: FrameStore, chunk: int = 32_768) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per layer and dimension mean and std over all frames (float64 sums over chunks: the store may be large)."""
+    total = torch.zeros(store.data.shape[1:], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for i in range(0, len(store.data), chunk):
+        x = torch.from_numpy(store.data[i : i + chunk]).double()
+        total += x.sum(0)
+        total_sq += (x * x).sum(0)
+    n = max(len(store.data), 1)
+    mean = total / n
+    std = (total_sq / n - mean**2).clamp_min(1e-10).sqrt()
+    return mean.float(), std.float().clamp_min(1e-5)
+
+
+@dataclass
+class _Batch:
+    feats: torch.Tensor  # (B, T, L, D)
+    lengths: torch.Tensor  # (B,)
+    labels: list[list[int]] | torch.Tensor
+
+
+class _Split:
+    """One split's standardised features and labels, served in batches."""
+
+    def __init__(self, store: FrameStore, labels: list, mean: torch.Tensor, std: torch.Tensor) -> None:
+        if len(store) != len(labels):
+            raise ValueError(f"{len(store)} feature matrices for {len(labels)} labels")
+        self.store, self.labels, self.mean, self.std = store, labels, mean, std
+
+    def batch(self, rows: list[int]) -> _Batch:
+        lengths = torch.tensor([len(self.store[i]) for i in rows])
+        feats = torch.zeros(len(rows), int(lengths.max()), *self.store.data.shape[1:])
+        for j, i in enumerate(rows):
+            feats[j, : lengths[j]] = (torch.from_numpy(self.store[i]).float() - self.mean) / self.std
+        labels = [self.labels[i] for i in rows]
+        return _Batch(feats, lengths, labels if isinstance(labels[0], list) else torch.tensor(labels))
+
+    def batches(self, gen: torch.Generator | None, sequence: bool) -> list[_Batch]:
+        """Shuffled (with `gen`) or ordered batches; sequence batches grouped by length."""
+        order = torch.randperm(len(self.labels), generator=gen).tolist() if gen else list(range(len(self.labels)))
+        if not sequence:
+            return [self.batch(order[i : i + BATCH_UTTERANCES]) for i in range(0, len(order), BATCH_UTTERANCES)]
+        lengths = self.store.lengths()
+        groups, current, longest = [], [], 0
+        for i in sorted(order, key=lambda i: lengths[i]) if gen is None else _bucketed(order, lengths):
+            if current and max(longest, lengths[i]) * (len(current) + 1) > BATCH_FRAMES:
+                groups.append(current)
+                current, longest = [], 0
+            current.append(i)
+            longest = max(longest, int(lengths[i]))
+        groups.append(current)
+        if gen is not None:
+            groups = [groups[i] for i in torch.randperm(len(groups), generator=gen).tolist()]
+        return [self.batch(g) for g in groups]
+
+
+def _bucketed(order: list[int], lengths: np.ndarray, bucket: int = 256) -> list[int]:
+    """Shuffled order, sorted by length inside buckets of `bucket` utterances (little padding, still random)."""
+    return [i for b in range(0, len(order), bucket) for i in sorted(order[b : b + bucket], key=lambda i: lengths[i])]
+
+
+def _loss(probe: Probe, batch: _Batch, sequence: bool) -> torch.Tensor:
+    logits = probe(batch.feats, batch.lengths)
+    if not sequence:
+        return F.cross_entropy(logits[:, 0], batch.labels)
+    targets = torch.cat([torch.tensor(t, dtype=torch.long) for t in batch.labels])
+    target_lengths = torch.tensor([len(t) for t in batch.labels])
+    log_probs = logits.log_softmax(-1).transpose(0, 1)
+    return F.ctc_loss(log_probs, targets, batch.lengths, target_lengths, blank=0, zero_infinity=True)
+
+
+@torch.no_grad()
+def _score(probe: Probe, split: _Split, task: TaskData) -> dict[str, float]:
+    """Accuracy (utterance tasks) or error rates: edits per reference phone (PER), word (WER) or character (CER)."""
+    probe.eval()
+    if task.spec.kind == "utterance":
+        correct = sum(int((probe(b.feats, b.lengths)[:, 0].argmax(-1) == b.labels).sum())
+                      for b in split.batches(None, False))
+        return {"accuracy": correct / len(split.labels)}
+    edits: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for batch in split.batches(None, True):
+        for hyp, ref in zip(greedy_ctc(probe(batch.feats, batch.lengths), batch.lengths), batch.labels, strict=True):
+            for metric, (h, r) in _units(hyp, ref, task).items():
+                edits[metric] = edits.get(metric, 0) + edit_distance(r, h)
+                total[metric] = total.get(metric, 0) + len(r)
+    return {m: edits[m] / max(total[m], 1) for m in edits}
+
+
+def greedy_ctc(logits: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    """Best path per utterance with repeats collapsed and blanks (index 0) removed."""
+    paths = logits.argmax(-1)
+    out = []
+    for path, n in zip(paths, lengths, strict=True):
+        seq = torch.unique_consecutive(path[: int(n)]).tolist()
+        out.append([t for t in seq if t != 0])
+    return out
+
+
+def _units(hyp: list[int], ref: list[int], task: TaskData) -> dict[str, tuple[list[str], list[str]]]:
+    """(hypothesis, reference) units per metric: phones for PER; words and characters for WER and CER."""
+    h, r = [task.vocabulary[t] for t in hyp], [task.vocabulary[t] for t in ref]
+    if task.spec.name != "ASR":
+        return {task.spec.metric: (h, r)}
+    h_text, r_text = " ".join("".join(h).split()), " ".join("".join(r).split())
+    return {"WER": (h_text.split(), r_text.split()), "CER": (list(h_text), list(r_text))}

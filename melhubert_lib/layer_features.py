@@ -1,0 +1,84 @@
+"""What the downstream probes read: every layer of a frozen upstream over a task's split, cached on disk.
+
+A `FeatureSource` is a checkpoint (all hidden states: the input projection and every layer) or a
+floor (the log-Mel input alone, or with neighbouring frames stacked). Its layers are computed once
+per split and stored in float16 under `cache/layers/<source key>/`, so training probes for any task
+and seed never re-runs the upstream. Utterance-level tasks store the per-layer mean over frames
+only: mean pooling commutes with the Featurizer's weighted sum, so the pooled cache is exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .corpus import LABELED_SPLITS
+from .frames import FrameStore, cached
+from .model import MelHuBERT
+from .phone_probe import stack_context
+from .representations import hidden_states
+from .tasks import TaskData
+from .workspace import Workspace, clip_inputs, model_inputs
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """A frozen upstream: a model's hidden states, or log-Mel frames with `context` neighbours each side."""
+
+    name: str  # label in result tables
+    key: str  # cache folder name, derived from the content (weights) for models
+    model: MelHuBERT | None = None
+    context: int = 0  # log-Mel sources only
+
+    def layers(self, inputs: FrameStore) -> FrameStore:
+        """Per-utterance (T, n_layers, D) float16 features of model inputs."""
+        if self.model is None:
+            feats = stack_context(inputs, self.context) if self.context else inputs
+            return feats.map(lambda f: f[:, None, :].astype(np.float16))
+        per_layer = hidden_states(self.model, inputs, dtype=np.float16)
+        stacked = np.stack([per_layer[layer].data for layer in sorted(per_layer)], axis=1)
+        return FrameStore(stacked, per_layer[0].offsets, inputs.utt_ids)
+
+
+def logmel_source(context: int = 0) -> FeatureSource:
+    """The log-Mel floor (SUPERB's FBANK row), optionally with +-`context` frames stacked."""
+    name = f"log-Mel +-{context} frames" if context else "log-Mel"
+    return FeatureSource(name, f"logmel-ctx{context}", context=context)
+
+
+def model_source(model: MelHuBERT, name: str) -> FeatureSource:
+    """A model as a feature source; its cache key is a hash of its configuration and weights."""
+    digest = hashlib.sha1(model.config.to_json().encode())
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return FeatureSource(name, f"model-{digest.hexdigest()[:16]}", model=model.eval())
+
+
+def task_features(ws: Workspace, source: FeatureSource, task: TaskData, split: str) -> FrameStore:
+    """Cached layers of `source` over one split: (T, L, D) per utterance, or (1, L, D) pooled for utterance tasks."""
+    pooled = task.spec.kind == "utterance"
+    name = task.cache_name(split)
+    path = ws.cache / "layers" / source.key / f"{name}-{'pooled' if pooled else 'frames'}.npz"
+
+    def build() -> FrameStore:
+        feats = source.layers(split_inputs(ws, task, split))
+        return mean_pool(feats) if pooled else feats
+
+    return cached(Path(path), build)
+
+
+def split_inputs(ws: Workspace, task: TaskData, split: str) -> FrameStore:
+    """Model inputs (normalised, stacked log-Mel) of one split of a task, in the order of its labels."""
+    if task.spec.source == "librispeech":
+        return model_inputs(ws, LABELED_SPLITS[split])
+    items = task.splits[split]
+    return clip_inputs(ws, task.cache_name(split), items.paths, items.ids)
+
+
+def mean_pool(store: FrameStore) -> FrameStore:
+    """Mean over each utterance's frames, kept as one (1, L, D) frame per utterance (computed in float32)."""
+    return store.map(lambda f: f.astype(np.float32).mean(axis=0, keepdims=True).astype(np.float16))

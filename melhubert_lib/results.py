@@ -1,0 +1,28 @@
+"""Tidy result tables on disk: rows appended to a CSV, earlier rows with the same key replaced, atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .atomic import atomic_path
+
+
+def append_rows(path: str | os.PathLike, rows: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """Merge `rows` into the CSV at `path` (created if absent); rows whose `key` columns match are replaced."""
+    path = Path(path)
+    missing = [k for k in key if k not in rows.columns]
+    if missing:
+        raise ValueError(f"rows lack the key columns {missing}")
+    if path.is_file():
+        old = pd.read_csv(path)
+        if not old.empty:
+            keys = pd.MultiIndex.from_frame(rows[key].astype(str))
+            stale = pd.MultiIndex.from_frame(old[key].astype(str)).isin(keys)
+            rows = pd.concat([old[~stale], rows], ignore_index=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        rows.to_csv(tmp, index=False)
+    return rows

@@ -1,0 +1,211 @@
+"""Downstream tasks, cached layer features, probes, efficiency and the s3prl upstream."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from s3prl.nn import Featurizer, S3PRLUpstream
+
+from melhubert_lib import baseline
+from melhubert_lib.corpus import KEYWORDS, PHONES, SILENCE_LABEL, UNKNOWN_LABEL, CorpusError
+from melhubert_lib.downstream import LayerLayout, greedy_ctc, train_probe
+from melhubert_lib.efficiency import count_macs, measure, sparse_macs
+from melhubert_lib.features import model_input
+from melhubert_lib.frames import FrameStore
+from melhubert_lib.layer_features import logmel_source, mean_pool, model_source, task_features
+from melhubert_lib.model import MelHuBERT, preset
+from melhubert_lib.representations import hidden_states
+from melhubert_lib.results import append_rows
+from melhubert_lib.s3prl_upstream import HUB_NAME, melhubert_suite, register
+from melhubert_lib.scales import DownstreamScale
+from melhubert_lib.tasks import TaskData, TaskSpec, TaskSplit, get_task, load_task
+from melhubert_lib.workspace import model_inputs, split_utterances
+
+
+def test_tasks_read_the_three_corpus_layouts(smoke_ws):
+    pr, asr, sid, ks = (load_task(smoke_ws, name) for name in ("PR", "ASR", "SID", "KS"))
+    assert pr.vocabulary[0] == "<blank>" and len(pr.vocabulary) == len(PHONES)  # blank replaces silence
+    for task in (pr, asr):
+        for split in task.splits.values():
+            assert all(seq and 0 < min(seq) and max(seq) < len(task.vocabulary) for seq in split.labels)
+    first = split_utterances(smoke_ws, "train-clean-100")[0]
+    assert "".join(asr.vocabulary[t] for t in asr.splits["train"].labels[0]) == first.transcript.lower()
+    assert set(ks.vocabulary) == set(KEYWORDS) | {UNKNOWN_LABEL, SILENCE_LABEL}
+    speakers = {p.parts[-3] for p in sid.splits["train"].paths}
+    assert len(sid.vocabulary) == len(speakers) == smoke_ws.scale.corpus.n_speakers
+    for task in (sid, ks):
+        assert {s: len(v.ids) for s, v in task.splits.items()}.keys() == {"train", "dev", "test"}
+        assert all(0 <= y < len(task.vocabulary) for v in task.splits.values() for y in v.labels)
+
+
+def test_unknown_task_names_the_parameter():
+    with pytest.raises(ValueError, match="tasks"):
+        get_task("emotion")
+
+
+def test_task_without_its_corpus_is_a_clear_error(smoke_ws):
+    with pytest.raises(CorpusError, match="voxceleb1"):
+        load_task(dataclasses.replace(smoke_ws, voxceleb1=None), "SID")
+
+
+def test_pooled_cache_commutes_with_the_featurizer_weighted_sum():
+    rng = np.random.default_rng(0)
+    store = FrameStore.from_arrays([rng.normal(size=(n, 3, 8)).astype(np.float16) for n in (5, 9)], ["a", "b"])
+    feat = Featurizer(LayerLayout(3, [8] * 3, [1] * 3))
+    with torch.no_grad():
+        feat.weights.copy_(torch.tensor([0.3, -1.0, 2.0]))
+        pooled = mean_pool(store)
+        for i in range(len(store)):
+            frames = torch.from_numpy(store[i].astype(np.float32))[None]
+            summed, _ = feat(list(frames.unbind(2)), [torch.tensor([len(store[i])])] * 3)
+            pooled_x = torch.from_numpy(pooled[i].astype(np.float32))[None]
+            pooled_sum, _ = feat(list(pooled_x.unbind(2)), [torch.tensor([1])] * 3)
+            torch.testing.assert_close(pooled_sum[0, 0], summed[0].mean(0), atol=2e-2, rtol=1e-2)
+
+
+def test_model_source_gives_its_hidden_states_and_is_keyed_by_its_weights(smoke_ws):
+    model = baseline.untrained_model(smoke_ws)
+    inputs = model_inputs(smoke_ws, "dev-clean")
+    layers = model_source(model, "untrained").layers(inputs)
+    reference = hidden_states(model, inputs)
+    assert layers.data.shape[1:] == (model.config.depth + 1, model.config.d_model)
+    for layer, store in reference.items():
+        np.testing.assert_allclose(layers.data[:, layer].astype(np.float32), store.data, atol=1e-2, rtol=1e-2)
+    same = baseline.untrained_model(smoke_ws)
+    assert model_source(same, "x").key == model_source(model, "y").key
+    with torch.no_grad():
+        same.layers[0].ffn.fc1.weight[0, 0] += 1.0
+    assert model_source(same, "x").key != model_source(model, "y").key
+
+
+def test_task_features_are_computed_once_and_reused(smoke_ws, monkeypatch):
+    task = load_task(smoke_ws, "KS")
+    source = logmel_source(2)
+    first = task_features(smoke_ws, source, task, "dev")
+    assert first.data.shape == (len(task.splits["dev"].ids), 1, 80 * 5)  # one pooled row per clip, +-2 stacked
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("recomputed a cached split")
+
+    monkeypatch.setattr(type(source), "layers", refuse)
+    again = task_features(smoke_ws, source, task, "dev")
+    np.testing.assert_array_equal(again.data, first.data)
+
+
+def test_greedy_ctc_collapses_repeats_and_drops_blanks():
+    path = torch.tensor([[0, 2, 2, 0, 2, 3, 3, 0, 1]])
+    logits = torch.nn.functional.one_hot(path, 4).float()
+    assert greedy_ctc(logits, torch.tensor([9])) == [[2, 2, 3, 1]]
+    assert greedy_ctc(logits, torch.tensor([4])) == [[2]]
+
+
+def _utterance_task(n: int, rng: np.random.Generator) -> tuple[TaskData, dict[str, FrameStore]]:
+    """Three classes; layer 1 carries the class, layer 0 is noise."""
+    spec = TaskSpec("SID", "utterance", "accuracy", False, "voxceleb1", "synthetic")
+    protos = rng.normal(size=(3, 6))
+    splits, feats = {}, {}
+    for s in ("train", "dev", "test"):
+        y = rng.integers(0, 3, n)
+        x = np.stack([rng.normal(size=(n, 6)), protos[y] + 0.3 * rng.normal(size=(n, 6))], axis=1)[:, None]
+        ids = [f"{s}{i}" for i in range(n)]
+        splits[s] = TaskSplit(ids, [], y.tolist())
+        feats[s] = FrameStore.from_arrays(list(x.astype(np.float16)), ids)
+    return TaskData(spec, ["a", "b", "c"], splits), feats
+
+
+def test_utterance_probe_learns_and_weights_the_informative_layer():
+    task, feats = _utterance_task(120, np.random.default_rng(0))
+    result = train_probe("synthetic", task, feats, DownstreamScale(epochs={"SID": 40}), seed=0)
+    assert result.test["accuracy"] > 0.9 and result.dev["accuracy"] > 0.9
+    assert result.layer_weights[1] > result.layer_weights[0]
+
+
+def test_ctc_probe_reads_a_frame_code():
+    rng = np.random.default_rng(1)
+    protos = rng.normal(size=(5, 8)) * 2
+    spec = TaskSpec("PR", "sequence", "PER", True, "librispeech", "synthetic")
+    splits, feats = {}, {}
+    for s in ("train", "dev", "test"):
+        seqs, arrays = [], []
+        for _ in range(60):
+            seq = rng.integers(1, 5, rng.integers(3, 7)).tolist()
+            frames = np.concatenate([np.repeat(protos[[t, 0]], [3, 1], axis=0) for t in seq])
+            arrays.append((frames + 0.2 * rng.normal(size=frames.shape))[:, None].astype(np.float16))
+            seqs.append(seq)
+        ids = [f"{s}{i}" for i in range(60)]
+        splits[s], feats[s] = TaskSplit(ids, [], seqs), FrameStore.from_arrays(arrays, ids)
+    task = TaskData(spec, ["<blank>", "p", "q", "r", "s"], splits)
+    result = train_probe("synthetic", task, feats, DownstreamScale(epochs={"PR": 60}), seed=0)
+    assert result.test["PER"] < 0.1 and result.layer_weights == [1.0]
+
+
+def test_sparse_macs_fall_by_the_pruned_share_of_a_layer():
+    model = MelHuBERT(preset("smoke"))
+    dense = count_macs(model, 2.0).total
+    assert sparse_macs(model, 2.0) == dense
+    fc1 = model.layers[0].ffn.fc1
+    with torch.no_grad():
+        fc1.weight[: fc1.out_features // 2] = 0.0
+    frames = 2.0 * 1000 / model.config.frame_ms
+    expected = dense - frames * fc1.in_features * (fc1.out_features // 2)
+    assert sparse_macs(model, 2.0) == pytest.approx(expected, rel=1e-6)
+    assert count_macs(model, 2.0).total == dense  # dense count ignores zeros
+
+
+def test_efficiency_report_is_json_with_nonzero_parameters():
+    model = MelHuBERT(preset("smoke"))
+    before = model.num_parameters(nonzero=True)
+    with torch.no_grad():
+        model.layers[1].ffn.fc2.weight.zero_()
+    report = json.loads(measure(model, seconds=1.0).to_json())
+    assert report["params"] == model.num_parameters()
+    assert before - report["nonzero_params"] == model.layers[1].ffn.fc2.weight.numel()
+    assert report["sparse_macs_per_second"] < report["macs_per_second"]
+    assert report["rtf"] > 0 and report["peak_memory_mb"] > 50  # a python + torch process is never smaller
+
+
+def test_s3prl_upstream_and_featurizer_on_a_suite_checkpoint(smoke_ws, tmp_path):
+    model = baseline.untrained_model(smoke_ws)
+    ckpt = model.save_pretrained(tmp_path / "ckpt")
+    register()
+    upstream = S3PRLUpstream(HUB_NAME, path_or_url=str(ckpt)).eval()
+    featurizer = Featurizer(upstream)
+    wavs = 0.1 * torch.randn(2, 32000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        hs, hs_len = upstream(wavs, torch.tensor([32000, 16000]))
+        out, out_len = featurizer(hs, hs_len)
+        ref = model(model_input(wavs[1, :16000], model.feature_stats)[None]).hidden_states
+    assert len(hs) == model.config.depth + 1
+    assert all(h.shape[0] == 2 and h.shape[2] == model.config.d_model for h in hs)
+    assert out.shape == (2, hs[0].shape[1], model.config.d_model)
+    assert abs(int(out_len[0]) - 100) <= 2 and abs(int(out_len[1]) - 50) <= 2  # 20 ms frames
+    n, reported = ref[-1].shape[1], int(hs_len[-1][1])
+    assert abs(n - reported) <= 2
+    m = min(n, reported)
+    torch.testing.assert_close(hs[-1][1, :m], ref[-1][0, :m], atol=1e-3, rtol=1e-3)
+
+
+def test_s3prl_entry_rejects_what_is_not_a_suite_checkpoint(smoke_ws, tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint directory"):
+        melhubert_suite(str(tmp_path / "missing"))
+    bare = MelHuBERT(preset("smoke")).save_pretrained(tmp_path / "bare")  # no feature statistics
+    with pytest.raises(ValueError, match="feature_stats"):
+        melhubert_suite(str(bare))
+
+
+def test_append_rows_replaces_rows_with_the_same_key(tmp_path):
+    path = tmp_path / "r.csv"
+    append_rows(path, pd.DataFrame({"source": ["a", "b"], "task": ["PR", "PR"], "value": [1.0, 2.0]}), ["source"])
+    merged = append_rows(path, pd.DataFrame({"source": ["b", "c"], "task": ["PR", "PR"], "value": [5.0, 6.0]}),
+                         ["source"])
+    on_disk = pd.read_csv(path)
+    assert on_disk.sort_values("source").value.tolist() == [1.0, 5.0, 6.0]
+    assert len(merged) == 3
+    with pytest.raises(ValueError, match="key"):
+        append_rows(path, pd.DataFrame({"value": [1.0]}), ["source"])
+    assert len(pd.read_csv(path)) == 3  # a refused merge leaves the file as it was

@@ -12,7 +12,7 @@ STAMP := $(WORK)/$(SCALE)/stamps
 LIB := $(shell find melhubert_lib -name '*.py' 2>/dev/null)
 
 # The notebooks of the pipeline, in dependency order.
-NOTEBOOKS := 00_data 01_baseline 06_downstream
+NOTEBOOKS := 00_data 01_baseline 02_head_pruning 03_weight_pruning 04_low_rank 05_distillation 06_downstream
 
 .PHONY: all figures test lint env lock clean-figures
 .DELETE_ON_ERROR:
@@ -42,7 +42,8 @@ $(STAMP)/%.done: notebooks/%.ipynb $(LIB) $(VENV)/.installed
 	touch $@
 
 $(STAMP)/01_baseline.done: $(STAMP)/00_data.done
-$(STAMP)/06_downstream.done: $(STAMP)/01_baseline.done
+COMPRESSION := 02_head_pruning 03_weight_pruning 04_low_rank 05_distillation
+$(foreach nb,$(COMPRESSION) 06_downstream,$(STAMP)/$(nb).done): $(STAMP)/01_baseline.done
 
 figures: $(VENV)/.installed $(foreach nb,$(NOTEBOOKS),$(STAMP)/$(nb).done)
 

@@ -37,6 +37,7 @@ class MelHuBERTConfig:
     input_dim: int = 80  # 40 Mel bins x frames stacked (2 at 20 ms)
     n_clusters: int = 512
     ranks: dict[str, int] = field(default_factory=dict)  # "layers.3.ffn.fc1" -> rank of its factorisation
+    head_ids: list[list[int]] = field(default_factory=list)  # original index of each kept head; [] = unpruned
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
     dropout: float = 0.1
@@ -51,6 +52,8 @@ class MelHuBERTConfig:
             raise ValueError(f"every layer needs at least one head, got heads={self.heads}")
         if any(w < 1 for w in self.ffn_dims):
             raise ValueError(f"every layer needs a positive FFN width, got ffn_dims={self.ffn_dims}")
+        if self.head_ids and [len(ids) for ids in self.head_ids] != self.heads:
+            raise ValueError(f"head_ids {self.head_ids} do not match heads={self.heads}")
         if self.d_model % self.pos_conv_groups:
             raise ValueError(f"d_model={self.d_model} must be divisible by pos_conv_groups={self.pos_conv_groups}")
 
@@ -58,6 +61,10 @@ class MelHuBERTConfig:
     def depth(self) -> int:
         """Number of Transformer layers."""
         return len(self.heads)
+
+    def original_heads(self) -> list[list[int]]:
+        """Index each kept head had in the unpruned model, per layer."""
+        return self.head_ids or [list(range(h)) for h in self.heads]
 
     def to_json(self) -> str:
         """Serialise to JSON."""
@@ -75,7 +82,7 @@ def preset(name: str, n_clusters: int | None = None) -> MelHuBERTConfig:
         "paper": dict(heads=[12] * 12, ffn_dims=[3072] * 12, d_model=768, n_clusters=512),
         # dropout 0 at default: steps run 1.6x faster on 2 CPU cores, and span masking already regularises
         "default": dict(
-            heads=[4] * 4, ffn_dims=[1024] * 4, d_model=256, n_clusters=100, pos_conv_kernel=32, dropout=0.0
+            heads=[4] * 4, ffn_dims=[1024] * 4, d_model=256, n_clusters=500, pos_conv_kernel=32, dropout=0.0
         ),
         "smoke": dict(
             heads=[2] * 2, ffn_dims=[64] * 2, d_model=32, head_dim=16, n_clusters=16, pos_conv_kernel=8,

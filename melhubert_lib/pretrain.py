@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,24 @@ class SSLData:
     def __post_init__(self) -> None:
         if not np.array_equal(self.feats.lengths(), self.targets.lengths()):
             raise ValueError("features and targets disagree on frames per utterance; rebuild the targets")
+
+
+class Objective:
+    """What a training step minimises; the default is masked prediction of the cluster targets.
+
+    `frames` counts the frames the global batch's loss averages over; `__call__` returns the summed
+    per-frame loss of a micro-batch and how many of its frames the model got right.
+    """
+
+    def frames(self, batch: Batch, mask: torch.Tensor) -> int:
+        """Masked, non-padded frames of the batch."""
+        return int(((batch.targets >= 0) & mask).sum())
+
+    def __call__(self, model: torch.nn.Module, part: Batch, mask: torch.Tensor,
+                 device: torch.device) -> tuple[torch.Tensor, float]:
+        """Summed cross-entropy over the masked frames and the count of correct argmaxes."""
+        out = model(part.feats.to(device), part.lengths, part.targets.to(device), mask.to(device))
+        return out.loss * out.n_masked, float(out.correct)
 
 
 @dataclass
@@ -147,20 +166,29 @@ def train(
     seed: int = 0,
     stop_after: int | None = None,
     keep_checkpoints: int = 2,
+    prepare: Callable[[MelHuBERT], None] | None = None,
+    objective: Objective | None = None,
 ) -> TrainResult:
     """Train `model` on masked prediction; resume from the latest checkpoint in `run_dir` if there is one.
 
     `stop_after` ends the run early at that step (after its checkpoint), as an interruption would;
-    calling `train` again continues it. The finished model is saved to `run_dir/model`.
+    calling `train` again continues it. The finished model is saved to `run_dir/model`. `prepare` is
+    applied to the model about to train (fresh or resumed), e.g. to register gradient masks.
+    `objective` replaces masked prediction (distillation); validation still reports the SSL metrics.
     """
+    objective = objective or Objective()
     run_dir = Path(run_dir)
     info = init_distributed()
     torch.manual_seed(seed)
     schedule_json = json.dumps(dataclasses.asdict(sched), sort_keys=True)
     ckpts = _checkpoints(run_dir)
     if ckpts:
-        model = MelHuBERT.from_pretrained(ckpts[-1])
+        resumed = MelHuBERT.from_pretrained(ckpts[-1])
+        resumed.feature_stats = resumed.feature_stats or model.feature_stats  # checkpoints from before stats were kept
+        model = resumed
     model.to(info.device).train()
+    if prepare is not None:
+        prepare(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=sched.lr, fused=True)
     step, metrics_rows = 0, []
     if ckpts:
@@ -199,7 +227,7 @@ def train(
         index += 1
         for group in optimizer.param_groups:
             group["lr"] = sched.lr * lr_factor(step, sched)
-        loss, acc = _train_step(wrapped, model, optimizer, batch, sched, seed, step, info)
+        loss, acc = _train_step(wrapped, model, optimizer, batch, sched, seed, step, info, objective)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
@@ -248,12 +276,13 @@ def _locate(step: int, lengths: np.ndarray, crop_frames: int, batch_frames: int,
 
 
 def _train_step(wrapped: torch.nn.Module, model: MelHuBERT, optimizer: torch.optim.Optimizer, batch: Batch,
-                sched: PretrainScale, seed: int, step: int, info: DistInfo) -> tuple[float, float]:
-    """One update over the global batch; returns the batch's masked loss and accuracy."""
+                sched: PretrainScale, seed: int, step: int, info: DistInfo,
+                objective: Objective) -> tuple[float, float]:
+    """One update over the global batch; returns the batch's loss and accuracy per counted frame."""
     cfg = model.config
     gen = torch.Generator().manual_seed(_step_seed(seed, step))
     mask = compute_span_mask(tuple(batch.targets.shape), cfg.mask_prob, cfg.mask_span, batch.lengths, gen)
-    n_total = int(((batch.targets >= 0) & mask).sum())
+    n_total = objective.frames(batch, mask)
     torch.manual_seed(_step_seed(seed, step, info.rank + 1))  # dropout
     optimizer.zero_grad(set_to_none=True)
     rows = torch.arange(batch.feats.shape[0])
@@ -269,13 +298,11 @@ def _train_step(wrapped: torch.nn.Module, model: MelHuBERT, optimizer: torch.opt
                 scale = 0.0
             else:
                 scale = 1.0
-            part = batch.select(mine.tolist())
-            out = wrapped(part.feats.to(info.device), part.lengths, part.targets.to(info.device),
-                          mask[mine].to(info.device))
-            masked_sum = out.loss * out.n_masked * scale
-            (masked_sum * info.world / max(n_total, 1)).backward()
-            loss_sum += masked_sum.detach()
-            correct += out.correct * scale
+            part_sum, part_correct = objective(wrapped, batch.select(mine.tolist()), mask[mine], info.device)
+            part_sum = part_sum * scale
+            (part_sum * info.world / max(n_total, 1)).backward()
+            loss_sum += part_sum.detach()
+            correct += part_correct * scale
     if info.world > 1:
         dist.all_reduce(loss_sum)
         dist.all_reduce(correct)

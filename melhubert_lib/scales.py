@@ -61,6 +61,19 @@ class DownstreamScale:
 
 
 @dataclass(frozen=True)
+class CompressionScale:
+    """Levels of each compression method and the fine-tuning after every level."""
+
+    finetune: PretrainScale  # masked prediction on the baseline's targets, after each level
+    heads_kept: tuple[int, ...]  # total heads left after each head-pruning level
+    sparsities: tuple[float, ...]  # global sparsity after each weight-pruning level
+    svd_keep: tuple[float, ...]  # fraction of each linear layer's parameters kept by the SVD (one-shot per level)
+    svd_energy: tuple[float, ...]  # spectral energy kept per layer (energy variant, one-shot per level)
+    ffn_widths: tuple[int, ...]  # FFN width of every layer after each FFN-shrink level
+    student_depths: tuple[int, ...] = ()  # distillation students (and first-N-layers baselines), deepest first
+
+
+@dataclass(frozen=True)
 class Scale:
     """Everything that differs between smoke, default and paper runs."""
 
@@ -69,6 +82,7 @@ class Scale:
     corpus: CorpusScale
     targets: TargetScale
     pretrain: PretrainScale
+    compression: CompressionScale | None = None
     downstream: DownstreamScale = field(default_factory=DownstreamScale)
     frame_ms: int = 20
     deterministic: bool = False  # torch.use_deterministic_algorithms for every stage (smoke: reproducible CI)
@@ -99,6 +113,13 @@ SCALES: dict[str, Scale] = {
             eval_every=6,
             checkpoint_every=6,
         ),
+        compression=CompressionScale(
+            finetune=PretrainScale(steps=2, lr=1e-4, batch_seconds=8.0, crop_seconds=2.0, log_every=1, eval_every=2,
+                                   checkpoint_every=2),
+            heads_kept=(3, 2), sparsities=(0.3, 0.6), svd_keep=(0.6, 0.3), svd_energy=(0.9, 0.7),
+            ffn_widths=(48, 32),
+            student_depths=(1,),
+        ),
         downstream=DownstreamScale(epochs={"PR": 3, "SID": 3, "KS": 3, "ASR": 2}, asr_hidden=16),
         deterministic=True,
     ),
@@ -112,7 +133,7 @@ SCALES: dict[str, Scale] = {
             sid_utts_per_speaker={"train": 6, "dev": 1, "test": 2},
             ks_per_keyword=120,
         ),
-        targets=TargetScale(n_clusters=100, max_frames=200_000),
+        targets=TargetScale(n_clusters=500, max_frames=200_000),
         pretrain=PretrainScale(
             steps=2400,
             lr=1.5e-3,
@@ -123,6 +144,16 @@ SCALES: dict[str, Scale] = {
             log_every=20,
             eval_every=200,
             checkpoint_every=200,
+        ),
+        compression=CompressionScale(
+            finetune=PretrainScale(steps=150, lr=2e-4, batch_seconds=32.0, crop_seconds=4.0, log_every=10,
+                                   eval_every=50, checkpoint_every=50),
+            heads_kept=(14, 12, 10, 8, 6, 4),
+            sparsities=(0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95),
+            svd_keep=(0.8, 0.6, 0.4, 0.3, 0.2),
+            svd_energy=(0.95, 0.9, 0.8, 0.7, 0.6),
+            ffn_widths=(896, 768, 640, 512, 384, 256),
+            student_depths=(3, 2, 1),
         ),
     ),
     "paper": Scale(
@@ -147,6 +178,19 @@ SCALES: dict[str, Scale] = {
             checkpoint_every=5000,
             iterations=2,
             stage2_layer=8,
+        ),
+        compression=CompressionScale(  # the authors: lr 1e-5, one event per 25 k steps
+            finetune=PretrainScale(steps=25_000, lr=1e-5, batch_seconds=32 * 15.0, crop_seconds=15.0, grad_accum=4,
+                                   log_every=100, eval_every=5000, checkpoint_every=5000),
+            heads_kept=tuple(144 - 12 * i for i in range(1, 12)),
+            # 20 -> 70 % in growing steps, +1 % to 90 %, then +0.5 % to 95 % (38 events)
+            sparsities=(0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.675, 0.7,
+                        *(round(0.71 + 0.01 * i, 3) for i in range(20)),
+                        *(round(0.91 + 0.005 * i, 3) for i in range(9))),
+            svd_keep=(0.8, 0.6, 0.4, 0.3, 0.2),
+            svd_energy=(0.95, 0.9, 0.8, 0.7, 0.6),
+            ffn_widths=tuple(3072 - 128 * i for i in range(1, 21)),
+            student_depths=(6, 4, 2),
         ),
     ),
 }

@@ -1,0 +1,129 @@
+"""One interface for every compression method: a checkpoint and a list of levels in, a checkpoint per level out.
+
+Each level applies the method's step (to the previous level's fine-tuned model, or to the teacher for
+one-shot methods), measures the held-out SSL loss, fine-tunes on masked prediction with the same
+targets, measures again, and records size and speed. Levels live in `runs/<run>/level-NN/`; a level
+counts as done once its `level.json` exists, so an interrupted run continues from its last completed
+level (and inside a level, training resumes from its checkpoint). Rows go to `results/compression.csv`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .atomic import write_json_atomic
+from .efficiency import measure
+from .model import MelHuBERT
+from .pretrain import Objective, SSLData, SSLMetrics, evaluate_ssl, train
+from .results import append_rows
+from .scales import PretrainScale
+from .workspace import Workspace
+
+RESULTS_FILE = "compression.csv"
+Step = Callable[[MelHuBERT, float], MelHuBERT]
+
+
+@dataclass
+class LevelRecord:
+    """One compression level: its setting, checkpoint, SSL metrics before/after fine-tuning, and cost."""
+
+    method: str
+    run: str
+    level: int  # 0 is the uncompressed starting point
+    setting: float  # the method's knob (heads kept, sparsity, kept fraction, FFN width, depth)
+    model_dir: str  # relative to the workspace root (work/<scale>), so notebooks and the CLI agree
+    loss_before: float
+    accuracy_before: float
+    loss_after: float
+    accuracy_after: float
+    params: int
+    nonzero_params: int
+    macs_per_second: float
+    sparse_macs_per_second: float
+    rtf: float
+    finetune_steps: int
+
+
+@dataclass
+class CompressionRun:
+    """All levels of one run, level 0 first."""
+
+    records: list[LevelRecord]
+    root: Path  # the workspace root the records' model_dir are relative to
+
+    def table(self) -> pd.DataFrame:
+        """One row per level."""
+        return pd.DataFrame([asdict(r) for r in self.records])
+
+    def model(self, level: int) -> MelHuBERT:
+        """The checkpoint of `level`."""
+        return MelHuBERT.from_pretrained(self.root / self.records[level].model_dir)
+
+
+def compress_levels(ws: Workspace, method: str, run: str, start_dir: str | Path, settings: list[float], step: Step,
+                    data: dict[str, SSLData], finetune: PretrainScale, iterative: bool = True,
+                    prepare: Callable[[MelHuBERT], None] | None = None, threads: int = 1,
+                    objective: Objective | None = None) -> CompressionRun:
+    """Compress the checkpoint in `start_dir` to every setting in turn, fine-tuning after each step.
+
+    `iterative`: each level starts from the previous level's fine-tuned model (pruning schedules);
+    otherwise from the starting model (one-shot methods such as a given SVD rank). `prepare` runs on
+    each model before fine-tuning (e.g. gradient masks that keep pruned weights at zero); `objective`
+    replaces masked prediction during fine-tuning (distillation).
+    """
+    root = ws.run_dir(run)
+    valid = data["pretrain-valid"]
+    teacher = MelHuBERT.from_pretrained(start_dir)
+    records = [_record(root / "level-00", lambda: _measure(ws, method, run, 0, 0.0, Path(start_dir), teacher,
+                                                            evaluate_ssl(teacher, valid), valid, 0, threads))]
+    model = teacher
+    for level, setting in enumerate(tqdm(settings, desc=f"{method} levels", leave=False), 1):
+        origin = model if iterative else teacher
+        records.append(_record(root / f"level-{level:02d}", lambda o=origin, lv=level, st=setting: _run_level(
+            ws, method, run, lv, st, step(o, st), data, finetune, prepare, threads, objective), setting))
+        model = MelHuBERT.from_pretrained(ws.root / records[-1].model_dir)
+    out = CompressionRun(records, ws.root)
+    append_rows(ws.results / RESULTS_FILE, out.table(), ["run", "level"])
+    return out
+
+
+def _run_level(ws: Workspace, method: str, run: str, level: int, setting: float, compressed: MelHuBERT,
+               data: dict[str, SSLData], finetune: PretrainScale, prepare: Callable[[MelHuBERT], None] | None,
+               threads: int, objective: Objective | None) -> LevelRecord:
+    valid = data["pretrain-valid"]
+    before = evaluate_ssl(compressed, valid)
+    result = train(compressed, data["pretrain-train"], valid, finetune, ws.run_dir(run) / f"level-{level:02d}",
+                   seed=ws.seed, prepare=prepare, objective=objective)
+    tuned = MelHuBERT.from_pretrained(result.model_dir)
+    return _measure(ws, method, run, level, setting, result.model_dir, tuned, before, valid, finetune.steps, threads)
+
+
+def _record(level_dir: Path, build: Callable[[], LevelRecord], setting: float | None = None) -> LevelRecord:
+    """The level's stored record, or build and store it (written last: it marks the level done)."""
+    path = level_dir / "level.json"
+    if path.is_file():
+        record = LevelRecord(**json.loads(path.read_text()))
+        if setting is not None and record.setting != setting:
+            raise ValueError(f"{path}: level was run with setting {record.setting}, now asked for {setting}; "
+                             "use a new run name for a new schedule")
+        return record
+    record = build()
+    write_json_atomic(path, asdict(record))
+    return record
+
+
+def _measure(ws: Workspace, method: str, run: str, level: int, setting: float, model_dir: Path, model: MelHuBERT,
+             before: SSLMetrics, valid: SSLData, steps: int, threads: int) -> LevelRecord:
+    after = evaluate_ssl(model, valid)
+    cost = measure(model, threads=threads)
+    rel = os.path.relpath(Path(model_dir).resolve(), ws.root.resolve())
+    return LevelRecord(method, run, level, float(setting), rel, before.loss, before.accuracy, after.loss,
+                       after.accuracy, cost.params, cost.nonzero_params, cost.macs_per_second,
+                       cost.sparse_macs_per_second, cost.rtf, steps)

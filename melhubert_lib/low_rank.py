@@ -1,0 +1,140 @@
+"""Low-rank approximation: truncated SVD of linear layers, and the FFN-width shrink of the authors' code.
+
+SVD: W ~ U_r S_r V_r^T becomes two Linear layers (down = S_r^1/2 V_r^T, up = U_r S_r^1/2, bias on up),
+recorded in `config.ranks`, with ranks from a parameter budget (the same kept fraction for every
+layer) or from an energy threshold (the smallest rank keeping that share of sum S^2). The FFN shrink
+removes, from every layer, the units with the smallest L1 of fc1 row + fc1 bias + fc2 column.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import nn
+
+from .model import LowRankLinear, MelHuBERT
+
+LINEAR_NAMES = ("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.out_proj", "ffn.fc1", "ffn.fc2")
+
+
+def factorisable(model: MelHuBERT) -> dict[str, nn.Linear]:
+    """Full-rank linear layers of the Transformer, by the names `config.ranks` uses."""
+    found = {}
+    for i, layer in enumerate(model.layers):
+        for name in LINEAR_NAMES:
+            module = layer.get_submodule(name)
+            if isinstance(module, nn.Linear):
+                found[f"layers.{i}.{name}"] = module
+    return found
+
+
+def singular_values(model: MelHuBERT) -> dict[str, torch.Tensor]:
+    """Singular values of every factorisable layer's weight, largest first."""
+    return {name: torch.linalg.svdvals(lin.weight.detach()) for name, lin in factorisable(model).items()}
+
+
+def break_even_rank(lin: nn.Linear) -> int:
+    """Largest rank whose two factors hold fewer parameters than the dense weight."""
+    return (lin.in_features * lin.out_features - 1) // (lin.in_features + lin.out_features)
+
+
+def uniform_ranks(model: MelHuBERT, keep: float) -> dict[str, int]:
+    """Ranks keeping about `keep` of each layer's weight parameters (0 < keep < 1)."""
+    if not 0 < keep < 1:
+        raise ValueError(f"keep={keep} must lie in (0, 1): the fraction of each layer's parameters to keep")
+    return {name: max(1, math.floor(keep * lin.in_features * lin.out_features / (lin.in_features + lin.out_features)))
+            for name, lin in factorisable(model).items()}
+
+
+def energy_ranks(model: MelHuBERT, energy: float) -> dict[str, int]:
+    """Per layer, the smallest rank keeping `energy` of sum S^2; layers where that saves nothing stay dense."""
+    if not 0 < energy < 1:
+        raise ValueError(f"energy={energy} must lie in (0, 1)")
+    ranks = {}
+    for name, lin in factorisable(model).items():
+        s2 = torch.linalg.svdvals(lin.weight.detach()) ** 2
+        rank = int(torch.searchsorted(torch.cumsum(s2, 0) / s2.sum(), torch.tensor(energy))) + 1
+        if rank <= break_even_rank(lin):
+            ranks[name] = rank
+    return ranks
+
+
+def factorise(model: MelHuBERT, ranks: dict[str, int]) -> MelHuBERT:
+    """A new model whose named layers are truncated-SVD factorisations of the given ranks."""
+    layers = factorisable(model)
+    zeros = sum(int((lin.weight == 0).sum()) for lin in layers.values()) / max(1, sum(
+        lin.weight.numel() for lin in layers.values()))
+    if zeros > 0.01:
+        raise ValueError(f"the model is weight-pruned ({zeros:.0%} of its linear weights are zero): a truncated SVD "
+                         "would fill the zeros back in; factorise the dense model instead")
+    unknown = sorted(set(ranks) - layers.keys())
+    if unknown:
+        raise ValueError(f"cannot factorise {unknown[:3]}: not full-rank Transformer linear layers of this model")
+    for name, rank in ranks.items():
+        lin = layers[name]
+        if not 1 <= rank <= min(lin.in_features, lin.out_features):
+            raise ValueError(f"rank {rank} for {name} outside [1, {min(lin.in_features, lin.out_features)}]")
+    cfg = dataclasses.replace(model.config, ranks={**model.config.ranks, **ranks})
+    new = MelHuBERT(cfg)
+    state = {k: v for k, v in model.state_dict().items() if k.rsplit(".", 1)[0] not in ranks}
+    for name, rank in ranks.items():
+        w = layers[name].weight.detach().double()
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)
+        root = s[:rank].sqrt()
+        state[f"{name}.down.weight"] = (root[:, None] * vh[:rank]).float()
+        state[f"{name}.up.weight"] = (u[:, :rank] * root[None, :]).float()
+        state[f"{name}.up.bias"] = layers[name].bias.detach().clone()
+    new.load_state_dict(state)
+    new.feature_stats = model.feature_stats
+    assert all(isinstance(new.get_submodule(n), LowRankLinear) for n in ranks)
+    return new.train(model.training)
+
+
+def ffn_unit_scores(model: MelHuBERT) -> list[torch.Tensor]:
+    """Per layer, each FFN unit's L1 of its fc1 row, fc1 bias and fc2 column (the authors' score)."""
+    scores = []
+    for i, layer in enumerate(model.layers):
+        fc1, fc2 = layer.ffn.fc1, layer.ffn.fc2
+        if not isinstance(fc1, nn.Linear) or not isinstance(fc2, nn.Linear):
+            raise ValueError(f"layers.{i}.ffn is factorised; shrink the FFN before an SVD factorisation")
+        scores.append((fc1.weight.abs().sum(1) + fc1.bias.abs() + fc2.weight.abs().sum(0)).detach())
+    return scores
+
+
+def shrink_ffn(model: MelHuBERT, n_remove: int) -> MelHuBERT:
+    """A new model with the `n_remove` lowest-scoring FFN units removed from every layer."""
+    scores = ffn_unit_scores(model)
+    if any(n_remove >= len(s) for s in scores) or n_remove < 1:
+        raise ValueError(f"cannot remove {n_remove} FFN units per layer: widths are {model.config.ffn_dims}")
+    state = model.state_dict()
+    widths = []
+    for i, s in enumerate(scores):
+        keep = torch.sort(torch.argsort(s, descending=True)[: len(s) - n_remove]).values
+        for key, dim in ((f"layers.{i}.ffn.fc1.weight", 0), (f"layers.{i}.ffn.fc1.bias", 0),
+                         (f"layers.{i}.ffn.fc2.weight", 1)):
+            state[key] = state[key].index_select(dim, keep)
+        widths.append(len(keep))
+    new = MelHuBERT(dataclasses.replace(model.config, ffn_dims=widths))
+    new.load_state_dict(state)
+    new.feature_stats = model.feature_stats
+    return new.train(model.training)
+
+
+def svd_step(model: MelHuBERT, keep: float) -> MelHuBERT:
+    """A compression step: every Transformer linear layer factorised to keep about `keep` of its parameters."""
+    return factorise(model, uniform_ranks(model, keep))
+
+
+def energy_step(model: MelHuBERT, energy: float) -> MelHuBERT:
+    """A compression step: each layer at the smallest rank keeping `energy` of its spectrum (where that saves)."""
+    return factorise(model, energy_ranks(model, energy))
+
+
+def ffn_step(model: MelHuBERT, width: float) -> MelHuBERT:
+    """A compression step: every layer's FFN shrunk to `width` units (from the same current width)."""
+    widths = set(model.config.ffn_dims)
+    if len(widths) != 1:
+        raise ValueError(f"the FFN shrink expects one width in every layer, got {model.config.ffn_dims}")
+    return shrink_ffn(model, widths.pop() - int(width))

@@ -1,0 +1,77 @@
+"""Unstructured weight pruning: global L1 magnitude pruning of the Transformer layers' linear maps.
+
+As the authors: `torch.nn.utils.prune.global_unstructured` with `L1Unstructured` over the weights and
+biases of q/k/v/out and fc1/fc2 of every layer (the positional convolution, input projection,
+LayerNorms and cluster head are left dense). Pruning is made permanent right away (zeros in the
+dense tensors, so checkpoints keep their usual keys and shapes); `keep_zeros` then holds the zeros
+at zero during fine-tuning by masking their gradients.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from .model import MelHuBERT
+
+
+def prunable(model: MelHuBERT) -> list[tuple[nn.Module, str]]:
+    """(module, 'weight' | 'bias') pairs that global pruning ranks together."""
+    pairs = []
+    for layer in model.layers:
+        for lin in (layer.attention.q_proj, layer.attention.k_proj, layer.attention.v_proj,
+                    layer.attention.out_proj, layer.ffn.fc1, layer.ffn.fc2):
+            if not isinstance(lin, nn.Linear):
+                raise ValueError("weight pruning needs full-rank linear layers; prune before factorising")
+            pairs += [(lin, "weight"), (lin, "bias")]
+    return pairs
+
+
+def prune_to_sparsity(model: MelHuBERT, sparsity: float) -> MelHuBERT:
+    """Zero the globally smallest-magnitude weights until `sparsity` of the prunable tensors is zero (in place)."""
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity={sparsity} must lie in [0, 1)")
+    pairs = prunable(model)
+    total = sum(getattr(m, n).numel() for m, n in pairs)
+    prune.global_unstructured(pairs, pruning_method=prune.L1Unstructured, amount=int(round(sparsity * total)))
+    for module, name in pairs:
+        prune.remove(module, name)  # permanent: the zeros now live in the ordinary parameter
+    return model
+
+
+def sparsity(model: MelHuBERT) -> float:
+    """Fraction of zeros over the prunable tensors."""
+    pairs = prunable(model)
+    zeros = sum(int((getattr(m, n) == 0).sum()) for m, n in pairs)
+    return zeros / sum(getattr(m, n).numel() for m, n in pairs)
+
+
+def layer_sparsity(model: MelHuBERT) -> dict[str, float]:
+    """Fraction of zeros in each prunable weight matrix (which layers global pruning chose to thin)."""
+    names = {id(m): name for name, m in model.named_modules()}
+    return {names[id(m)]: float((getattr(m, n) == 0).float().mean()) for m, n in prunable(model) if n == "weight"}
+
+
+def keep_zeros(model: MelHuBERT) -> None:
+    """Mask the gradients of the prunable tensors where they are zero, so fine-tuning keeps them zero.
+
+    With Adam from a fresh state a zero gradient gives a zero update, so the zeros stay exact.
+    """
+    for module, name in prunable(model):
+        param = getattr(module, name)
+        mask = (param != 0).to(param.dtype)
+        param.register_hook(lambda grad, mask=mask: grad * mask)
+
+
+def is_weight_pruned(model: MelHuBERT, threshold: float = 0.01) -> bool:
+    """True when more than `threshold` of the prunable tensors are exactly zero (a trained dense model has none)."""
+    with torch.no_grad():
+        return sparsity(model) > threshold
+
+
+def pruning_step(model: MelHuBERT, target: float) -> MelHuBERT:
+    """A compression step: a copy of `model` pruned to global sparsity `target`."""
+    return prune_to_sparsity(copy.deepcopy(model), target)

@@ -1,0 +1,46 @@
+"""Distillation students, the KL objective and the first-N-layers baseline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from melhubert_lib.batching import Batch
+from melhubert_lib.distillation import ClusterKL, first_layers, student_from_teacher
+from melhubert_lib.model import MelHuBERT, preset
+
+
+def _teacher() -> MelHuBERT:
+    torch.manual_seed(0)
+    return MelHuBERT(preset("smoke")).eval()
+
+
+def test_first_layers_reproduce_the_teachers_hidden_states():
+    teacher = _teacher()
+    student = first_layers(teacher, 1)
+    x, lengths = torch.randn(2, 30, 80), torch.tensor([30, 22])
+    expected = teacher(x, lengths).hidden_states[:2]
+    for a, b in zip(student(x, lengths).hidden_states, expected, strict=True):
+        torch.testing.assert_close(a, b)
+    assert student.config.depth == 1 and student.num_parameters() < teacher.num_parameters()
+
+
+def test_kl_objective_is_zero_for_the_teacher_itself_and_positive_otherwise():
+    teacher = _teacher()
+    batch = Batch(torch.randn(2, 30, 80), torch.zeros(2, 30, dtype=torch.long), torch.tensor([30, 20]))
+    objective = ClusterKL(teacher)
+    mask = torch.zeros(2, 30, dtype=torch.bool)
+    assert objective.frames(batch, mask) == 50
+    same, agree = objective(teacher, batch, mask, torch.device("cpu"))
+    assert float(same) == pytest.approx(0.0, abs=1e-4) and agree == 50
+    student = student_from_teacher(teacher, 1, "random")
+    kl, _ = objective(student, batch, mask, torch.device("cpu"))
+    assert float(kl) > 0.1
+    kl.backward()
+    assert all(p.grad is None for p in teacher.parameters())  # the teacher is frozen
+    assert student.input_proj.weight.grad is not None
+
+
+def test_students_deeper_than_the_teacher_are_refused():
+    with pytest.raises(ValueError, match="teacher depth"):
+        student_from_teacher(_teacher(), 3)

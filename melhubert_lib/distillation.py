@@ -1,7 +1,8 @@
 """Distillation into shallower students, and the untrained first-N-layers depth baseline.
 
-The authors' loss: KL divergence from the teacher's cluster distribution to the student's (T = 1,
-unmasked input), over every non-padded frame. A student keeps the teacher's width and its first
+Losses: the authors' KL divergence from the teacher's cluster distribution to the student's (T = 1,
+unmasked input, every non-padded frame), or DistilHuBERT's prediction of chosen teacher layers
+(L1 + cosine). A student keeps the teacher's width and its first
 `depth` layers' shapes; it starts from the teacher's first layers (and cluster head) or at random.
 """
 
@@ -12,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .batching import Batch
 from .model import MelHuBERT
@@ -44,6 +46,73 @@ class ClusterKL(Objective):
                       log_target=True, reduction="none").sum(-1)
         agree = (student_logits.argmax(-1) == teacher_logits.argmax(-1)) & valid
         return kl[valid].sum() * t * t, float(agree.sum())
+
+
+class LayerPrediction(Objective):
+    """DistilHuBERT's loss: linear heads on the student's last layer predict chosen teacher layers.
+
+    Per frame and head: mean |prediction - target| - log sigmoid(cosine(prediction, target)), on
+    unmasked input. The heads train with the student and are checkpointed with the trainer state; they
+    are not part of the student checkpoint.
+    """
+
+    def __init__(self, teacher: MelHuBERT, student_width: int, teacher_layers: list[int]) -> None:
+        depth = teacher.config.depth
+        if not teacher_layers or any(not 1 <= j <= depth for j in teacher_layers):
+            raise ValueError(f"teacher_layers={teacher_layers} must name layers 1..{depth}")
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.teacher_layers = list(teacher_layers)
+        self.heads = nn.ModuleList(nn.Linear(student_width, teacher.config.d_model) for _ in teacher_layers)
+
+    def parameters(self) -> list[nn.Parameter]:
+        """The prediction heads' parameters."""
+        return list(self.heads.parameters())
+
+    def state_dict(self) -> dict:
+        """The prediction heads."""
+        return self.heads.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the prediction heads (nothing stored: keep the fresh ones)."""
+        if state:
+            self.heads.load_state_dict(state)
+
+    def to(self, device: torch.device) -> LayerPrediction:
+        """Move the teacher and the heads."""
+        self.teacher.to(device)
+        self.heads.to(device)
+        return self
+
+    def frames(self, batch: Batch, mask: torch.Tensor) -> int:
+        """Every non-padded frame counts (the input is not masked)."""
+        return int(batch.lengths.sum())
+
+    def __call__(self, model: torch.nn.Module, part: Batch, mask: torch.Tensor,
+                 device: torch.device) -> tuple[torch.Tensor, float]:
+        """Summed per-frame L1 - log sigmoid(cosine) over heads; 'correct' counts frames with mean cosine > 0.5."""
+        feats = part.feats.to(device)
+        with torch.no_grad():
+            targets = self.teacher(feats, part.lengths).hidden_states
+        last = model(feats, part.lengths).hidden_states[-1]
+        valid = torch.arange(feats.shape[1], device=device)[None, :] < part.lengths.to(device)[:, None]
+        loss = torch.zeros(last.shape[:2], device=device)
+        cosine = torch.zeros_like(loss)
+        for head, j in zip(self.heads, self.teacher_layers, strict=True):
+            pred = head(last)
+            cos = F.cosine_similarity(pred, targets[j], dim=-1)
+            loss = loss + (pred - targets[j]).abs().mean(-1) - F.logsigmoid(cos)
+            cosine = cosine + cos.detach() / len(self.heads)
+        return loss[valid].sum(), float(((cosine > 0.5) & valid).sum())
+
+
+def make_objective(name: str, teacher: MelHuBERT, teacher_layers: list[int] | None = None) -> Objective:
+    """The distillation loss by name: "kl" (the authors') or "layers" (DistilHuBERT; default: every teacher layer)."""
+    if name == "kl":
+        return ClusterKL(teacher)
+    if name == "layers":
+        layers = teacher_layers or list(range(1, teacher.config.depth + 1))
+        return LayerPrediction(teacher, teacher.config.d_model, layers)
+    raise ValueError(f"loss={name!r}: choose 'kl' (cluster KL) or 'layers' (DistilHuBERT layer prediction)")
 
 
 def student_from_teacher(teacher: MelHuBERT, depth: int, init: str = "teacher", seed: int = 0) -> MelHuBERT:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -146,7 +147,21 @@ def _memory_probe(directory: str, seconds: float, threads: int) -> None:
     frames = int(round(seconds * 1000 / model.config.frame_ms))
     with torch.no_grad():
         model(torch.randn(1, frames, model.config.input_dim))
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux reports KiB
+    print(_peak_rss_mb())
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB.
+
+    Linux: VmHWM from /proc (it restarts at exec; ru_maxrss would carry the parent's peak over a fork).
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 if __name__ == "__main__":

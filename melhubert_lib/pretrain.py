@@ -58,6 +58,21 @@ class Objective:
     per-frame loss of a micro-batch and how many of its frames the model got right.
     """
 
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Trainable parameters of the objective itself (prediction heads); none for masked prediction."""
+        return []
+
+    def state_dict(self) -> dict:
+        """State to checkpoint beside the model (for an exact resume)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned."""
+
+    def to(self, device: torch.device) -> Objective:
+        """Move any modules the objective holds to `device`."""
+        return self
+
     def frames(self, batch: Batch, mask: torch.Tensor) -> int:
         """Masked, non-padded frames of the batch."""
         return int(((batch.targets >= 0) & mask).sum())
@@ -189,7 +204,8 @@ def train(
     model.to(info.device).train()
     if prepare is not None:
         prepare(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=sched.lr, fused=True)
+    objective.to(info.device)
+    optimizer = torch.optim.Adam([*model.parameters(), *objective.parameters()], lr=sched.lr, fused=True)
     step, metrics_rows = 0, []
     if ckpts:
         state = torch.load(ckpts[-1] / STATE_NAME, weights_only=True, map_location=info.device)
@@ -199,6 +215,7 @@ def train(
                 f"{schedule_json} would mix the two. Use a new run name or folder, or the original settings."
             )
         optimizer.load_state_dict(state["optimizer"])
+        objective.load_state_dict(state.get("objective", {}))
         step = int(state["step"])
         metrics_path = run_dir / "metrics.csv"
         if metrics_path.is_file():
@@ -245,7 +262,8 @@ def train(
                 writer.add_scalar("mel_hubert_masked_prediction/valid-loss", val.loss, step)
                 writer.add_scalar("mel_hubert_masked_prediction/valid-accuracy", val.accuracy, step)
         if (step % sched.checkpoint_every == 0 or step == last_stop) and info.is_main:
-            _save_checkpoint(run_dir, model, optimizer, step, metrics_rows, keep_checkpoints, schedule_json)
+            _save_checkpoint(run_dir, model, optimizer, step, metrics_rows, keep_checkpoints, schedule_json,
+                             objective.state_dict())
         if info.world > 1:
             dist.barrier()
     bar.close()
@@ -318,14 +336,15 @@ def _train_step(wrapped: torch.nn.Module, model: MelHuBERT, optimizer: torch.opt
 
 
 def _save_checkpoint(run_dir: Path, model: MelHuBERT, optimizer: torch.optim.Optimizer, step: int,
-                     metrics_rows: list[dict], keep: int, schedule_json: str) -> None:
+                     metrics_rows: list[dict], keep: int, schedule_json: str, objective_state: dict) -> None:
     """Write metrics.csv and checkpoints/step-N (weights + config + optimizer) atomically; prune old ones."""
     with atomic_path(run_dir / "metrics.csv") as tmp:
         pd.DataFrame(metrics_rows, columns=["step", "split", "metric", "value"]).to_csv(tmp, index=False)
     target = run_dir / "checkpoints" / f"step-{step:08d}"
     with atomic_path(target) as tmp:
         model.save_pretrained(tmp)
-        torch.save({"optimizer": optimizer.state_dict(), "step": step, "schedule": schedule_json}, tmp / STATE_NAME)
+        torch.save({"optimizer": optimizer.state_dict(), "step": step, "schedule": schedule_json,
+                    "objective": objective_state}, tmp / STATE_NAME)
     write_text_atomic(run_dir / "checkpoints" / "latest", target.name + "\n")
     ckpts = _checkpoints(run_dir)
     for old in ckpts[: max(0, len(ckpts) - keep)]:

@@ -75,3 +75,27 @@ def is_weight_pruned(model: MelHuBERT, threshold: float = 0.01) -> bool:
 def pruning_step(model: MelHuBERT, target: float) -> MelHuBERT:
     """A compression step: a copy of `model` pruned to global sparsity `target`."""
     return prune_to_sparsity(copy.deepcopy(model), target)
+
+
+class SparseLinear(nn.Module):
+    """Inference-only linear layer that multiplies with its weight in CSR form (zeros skipped)."""
+
+    def __init__(self, dense: nn.Linear) -> None:
+        super().__init__()
+        self.weight = dense.weight.detach().to_sparse_csr()
+        self.bias = dense.bias.detach().clone()
+        self.out_features = dense.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        return (self.weight @ flat.T).T.add_(self.bias).reshape(*x.shape[:-1], self.out_features)
+
+
+def with_sparse_kernels(model: MelHuBERT) -> MelHuBERT:
+    """A copy of a weight-pruned model for inference whose pruned linear layers run as sparse (CSR) products."""
+    sparse = copy.deepcopy(model).eval()
+    for layer in sparse.layers:
+        for owner, name in ((layer.attention, "q_proj"), (layer.attention, "k_proj"), (layer.attention, "v_proj"),
+                            (layer.attention, "out_proj"), (layer.ffn, "fc1"), (layer.ffn, "fc2")):
+            setattr(owner, name, SparseLinear(getattr(owner, name)))
+    return sparse

@@ -44,3 +44,27 @@ def test_kl_objective_is_zero_for_the_teacher_itself_and_positive_otherwise():
 def test_students_deeper_than_the_teacher_are_refused():
     with pytest.raises(ValueError, match="teacher depth"):
         student_from_teacher(_teacher(), 3)
+
+
+def test_layer_prediction_trains_its_heads_and_checkpoints_them(tiny_data, tmp_path):
+    import dataclasses
+
+    from melhubert_lib.distillation import LayerPrediction, make_objective
+    from melhubert_lib.pretrain import STATE_NAME, train
+    from melhubert_lib.scales import get_scale
+
+    teacher = _teacher()
+    objective = make_objective("layers", teacher)
+    assert isinstance(objective, LayerPrediction) and objective.teacher_layers == [1, 2]
+    before = [p.detach().clone() for p in objective.parameters()]
+    sched = dataclasses.replace(get_scale("smoke").pretrain, steps=6, warmup_steps=0, decay="constant", lr=1e-2,
+                                log_every=1, eval_every=6, checkpoint_every=3, batch_seconds=4.0, crop_seconds=1.0)
+    result = train(student_from_teacher(teacher, 1, "random"), tiny_data["train"], tiny_data["valid"], sched,
+                   tmp_path / "run", objective=objective)
+    losses = result.metrics[(result.metrics.split == "train") & (result.metrics.metric == "loss")].value
+    assert losses.iloc[-1] < losses.iloc[0]
+    assert any(not torch.equal(a, b) for a, b in zip(before, objective.parameters(), strict=True))
+    state = torch.load(next((tmp_path / "run" / "checkpoints").glob("step-*")) / STATE_NAME, weights_only=True)
+    assert set(state["objective"]) == set(objective.state_dict())
+    with pytest.raises(ValueError, match="loss="):
+        make_objective("mse", teacher)

@@ -169,6 +169,14 @@ def test_efficiency_report_is_json_with_nonzero_parameters():
     assert report["rtf"] > 0 and report["peak_memory_mb"] > 50  # a python + torch process is never smaller
 
 
+def test_peak_memory_is_the_measuring_process_own():
+    from melhubert_lib.efficiency import peak_memory_mb
+
+    ballast = np.ones((1536, 1024, 1024), dtype=np.uint8)  # 1.5 GiB resident in this process only
+    assert peak_memory_mb(MelHuBERT(preset("smoke")), seconds=1.0) < 1400
+    del ballast
+
+
 def test_s3prl_upstream_and_featurizer_on_a_suite_checkpoint(smoke_ws, tmp_path):
     model = baseline.untrained_model(smoke_ws)
     ckpt = model.save_pretrained(tmp_path / "ckpt")
@@ -209,3 +217,14 @@ def test_append_rows_replaces_rows_with_the_same_key(tmp_path):
     with pytest.raises(ValueError, match="key"):
         append_rows(path, pd.DataFrame({"value": [1.0]}), ["source"])
     assert len(pd.read_csv(path)) == 3  # a refused merge leaves the file as it was
+
+
+def test_cli_efficiency_prints_the_report_of_a_checkpoint(tmp_path, capsys):
+    from melhubert_lib.cli import main
+
+    model = MelHuBERT(preset("smoke"))
+    main(["efficiency", str(model.save_pretrained(tmp_path / "ckpt")), "--seconds", "1"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["params"] == model.num_parameters() and report["seconds"] == 1.0
+    with pytest.raises(FileNotFoundError, match="not a MelHuBERT checkpoint"):
+        main(["efficiency", str(tmp_path)])

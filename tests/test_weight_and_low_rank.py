@@ -119,3 +119,12 @@ def test_svd_refuses_a_weight_pruned_model():
     model = prune(_model(), 0.5)
     with pytest.raises(ValueError, match="weight-pruned"):
         factorise(model, uniform_ranks(model, 0.5))
+
+
+def test_sparse_kernels_compute_the_same_outputs():
+    from melhubert_lib.weight_pruning import with_sparse_kernels
+
+    model = prune_to_sparsity(_model(), 0.9)
+    x = torch.randn(2, 25, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(with_sparse_kernels(model)(x).logits, model(x).logits, atol=1e-5, rtol=1e-4)

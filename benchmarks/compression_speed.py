@@ -1,0 +1,69 @@
+"""Measured CPU speed of compressed checkpoints against the baseline, in this one process.
+
+For each structured method (head pruning, FFN shrink, truncated SVD, distillation, first-N layers)
+it takes the strongest level of the default-scale runs, measures the real-time factor (batch 1, 10 s
+of audio, 1 thread, median of repeated runs) of it and of the baseline, and prints the speed-up next
+to the MAC reduction (goal: speed-up >= 0.8 x MAC ratio). For weight pruning it reports the dense
+time (masks do not speed anything up) and the time with the pruned layers run as sparse CSR products.
+Usage: python benchmarks/compression_speed.py [--scale default] [--work-dir work]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from melhubert_lib import baseline
+from melhubert_lib.efficiency import count_macs, real_time_factor
+from melhubert_lib.model import MelHuBERT
+from melhubert_lib.weight_pruning import sparsity, with_sparse_kernels
+from melhubert_lib.workspace import open_workspace
+
+STRUCTURED = {"head pruning": "heads-l1", "FFN shrink": "ffn-shrink", "SVD, uniform budget": "svd-uniform",
+              "distillation": "distill-teacher"}
+
+
+def strongest(run_dir: Path) -> Path | None:
+    """Checkpoint of the last completed level of a compression run."""
+    levels = sorted(run_dir.glob("level-*/level.json"))
+    if len(levels) < 2:
+        return None
+    return run_dir.parent.parent / json.loads(levels[-1].read_text())["model_dir"]
+
+
+def main() -> None:
+    """Print one line per method: RTF, speed-up, MAC ratio and their quotient."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", default="default")
+    parser.add_argument("--work-dir", default="work")
+    args = parser.parse_args()
+    ws = open_workspace(args.scale, args.work_dir)
+    base = MelHuBERT.from_pretrained(baseline.pretrain_baseline(ws).model_dir).eval()
+    base_rtf, _ = real_time_factor(base)
+    base_macs = count_macs(base).total
+    print(f"baseline: RTF {base_rtf:.4f}")
+    models = {name: strongest(ws.run_dir(run)) for name, run in STRUCTURED.items()}
+    firsts = sorted(ws.run_dir("first-n").glob("first-*"))
+    models["first-N layers"] = firsts[0] if firsts else None
+    for name, path in models.items():
+        if path is None:
+            print(f"{name}: no run found (run its notebook first)")
+            continue
+        model = MelHuBERT.from_pretrained(path).eval()
+        rtf, _ = real_time_factor(model)
+        speedup, mac_ratio = base_rtf / rtf, base_macs / count_macs(model).total
+        verdict = "meets" if speedup >= 0.8 * mac_ratio else "below"
+        print(f"{name:20s} RTF {rtf:.4f}  speed-up {speedup:.2f}x  MAC ratio {mac_ratio:.2f}x  "
+              f"speed-up / MAC ratio {speedup / mac_ratio:.2f} ({verdict} 0.8)")
+    pruned = strongest(ws.run_dir("weights-l1"))
+    if pruned is not None:
+        model = MelHuBERT.from_pretrained(pruned).eval()
+        dense, _ = real_time_factor(model)
+        fast, _ = real_time_factor(with_sparse_kernels(model))
+        print(f"weight pruning at {sparsity(model):.0%}: dense RTF {dense:.4f} ({base_rtf / dense:.2f}x), "
+              f"CSR kernels RTF {fast:.4f} ({base_rtf / fast:.2f}x the baseline)")
+
+
+if __name__ == "__main__":
+    main()

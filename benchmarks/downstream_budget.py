@@ -40,7 +40,7 @@ def main() -> None:
         results = evaluate_source(ws, source, tasks)
         times[run] = time.perf_counter() - start
         for r in results:
-            print(f"{run}: {r.task:4s} {r.metric:8s} test {r.test:.3f} (probe {r.train_seconds:.0f} s)")
+            print(f"{run}: {r.task:4s} {r.metric:8s} test {r.test[r.metric]:.3f} (probe {r.train_seconds:.0f} s)")
     print(f"cold {times['cold']:.0f} s, warm {times['warm']:.0f} s, cold/warm {times['cold'] / times['warm']:.2f}; "
           f"budget 180 s: {'met' if times['cold'] < 180 else 'NOT met'}")
 

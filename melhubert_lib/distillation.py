@@ -16,31 +16,44 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batching import Batch
-from .model import MelHuBERT
+from .model import MelHuBERT, MelHuBERTOutput
 from .pretrain import Objective
 
 
-class ClusterKL(Objective):
+class _TeacherObjective(Objective):
+    """A loss against a frozen teacher on unmasked input: every non-padded frame counts."""
+
+    def __init__(self, teacher: MelHuBERT) -> None:
+        self.teacher = teacher.eval().requires_grad_(False)
+
+    def frames(self, batch: Batch, mask: torch.Tensor) -> int:
+        """Non-padded frames of the batch (the input is not masked)."""
+        return int(batch.lengths.sum())
+
+    def _run(self, model: torch.nn.Module, part: Batch,
+             device: torch.device) -> tuple[MelHuBERTOutput, MelHuBERTOutput, torch.Tensor]:
+        """(teacher output, student output, (B, T) mask of non-padded frames) for one micro-batch."""
+        feats = part.feats.to(device)
+        with torch.no_grad():
+            teacher_out = self.teacher.to(device)(feats, part.lengths)
+        valid = torch.arange(feats.shape[1], device=device)[None, :] < part.lengths.to(device)[:, None]
+        return teacher_out, model(feats, part.lengths), valid
+
+
+class ClusterKL(_TeacherObjective):
     """KL(teacher || student) between cluster distributions at temperature `temperature`, unmasked input."""
 
     def __init__(self, teacher: MelHuBERT, temperature: float = 1.0) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature={temperature} must be positive")
-        self.teacher = teacher.eval().requires_grad_(False)
+        super().__init__(teacher)
         self.temperature = temperature
-
-    def frames(self, batch: Batch, mask: torch.Tensor) -> int:
-        """Every non-padded frame counts (the input is not masked)."""
-        return int(batch.lengths.sum())
 
     def __call__(self, model: torch.nn.Module, part: Batch, mask: torch.Tensor,
                  device: torch.device) -> tuple[torch.Tensor, float]:
         """Summed per-frame KL (scaled by T^2) and how often the student's argmax cluster equals the teacher's."""
-        feats = part.feats.to(device)
-        with torch.no_grad():
-            teacher_logits = self.teacher.to(device)(feats, part.lengths).logits
-        student_logits = model(feats, part.lengths).logits
-        valid = torch.arange(feats.shape[1], device=device)[None, :] < part.lengths.to(device)[:, None]
+        teacher_out, student_out, valid = self._run(model, part, device)
+        teacher_logits, student_logits = teacher_out.logits, student_out.logits
         t = self.temperature
         kl = F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1),
                       log_target=True, reduction="none").sum(-1)
@@ -48,7 +61,7 @@ class ClusterKL(Objective):
         return kl[valid].sum() * t * t, float(agree.sum())
 
 
-class LayerPrediction(Objective):
+class LayerPrediction(_TeacherObjective):
     """DistilHuBERT's loss: linear heads on the student's last layer predict chosen teacher layers.
 
     Per frame and head: mean |prediction - target| - log sigmoid(cosine(prediction, target)), on
@@ -60,7 +73,7 @@ class LayerPrediction(Objective):
         depth = teacher.config.depth
         if not teacher_layers or any(not 1 <= j <= depth for j in teacher_layers):
             raise ValueError(f"teacher_layers={teacher_layers} must name layers 1..{depth}")
-        self.teacher = teacher.eval().requires_grad_(False)
+        super().__init__(teacher)
         self.teacher_layers = list(teacher_layers)
         self.heads = nn.ModuleList(nn.Linear(student_width, teacher.config.d_model) for _ in teacher_layers)
 
@@ -83,18 +96,11 @@ class LayerPrediction(Objective):
         self.heads.to(device)
         return self
 
-    def frames(self, batch: Batch, mask: torch.Tensor) -> int:
-        """Every non-padded frame counts (the input is not masked)."""
-        return int(batch.lengths.sum())
-
     def __call__(self, model: torch.nn.Module, part: Batch, mask: torch.Tensor,
                  device: torch.device) -> tuple[torch.Tensor, float]:
         """Summed per-frame L1 - log sigmoid(cosine) over heads; 'correct' counts frames with mean cosine > 0.5."""
-        feats = part.feats.to(device)
-        with torch.no_grad():
-            targets = self.teacher(feats, part.lengths).hidden_states
-        last = model(feats, part.lengths).hidden_states[-1]
-        valid = torch.arange(feats.shape[1], device=device)[None, :] < part.lengths.to(device)[:, None]
+        teacher_out, student_out, valid = self._run(model, part, device)
+        targets, last = teacher_out.hidden_states, student_out.hidden_states[-1]
         loss = torch.zeros(last.shape[:2], device=device)
         cosine = torch.zeros_like(loss)
         for head, j in zip(self.heads, self.teacher_layers, strict=True):

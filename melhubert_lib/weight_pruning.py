@@ -66,17 +66,6 @@ def keep_zeros(model: MelHuBERT) -> None:
         param.register_hook(lambda grad, mask=mask: grad * mask)
 
 
-def is_weight_pruned(model: MelHuBERT, threshold: float = 0.01) -> bool:
-    """True when more than `threshold` of the prunable tensors are exactly zero (a trained dense model has none)."""
-    with torch.no_grad():
-        return sparsity(model) > threshold
-
-
-def pruning_step(model: MelHuBERT, target: float) -> MelHuBERT:
-    """A compression step: a copy of `model` pruned to global sparsity `target`."""
-    return prune_to_sparsity(copy.deepcopy(model), target)
-
-
 class SparseLinear(nn.Module):
     """Inference-only linear layer that multiplies with its weight in CSR form (zeros skipped)."""
 

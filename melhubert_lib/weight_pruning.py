@@ -66,6 +66,11 @@ def keep_zeros(model: MelHuBERT) -> None:
         param.register_hook(lambda grad, mask=mask: grad * mask)
 
 
+def pruning_step(model: MelHuBERT, target: float) -> MelHuBERT:
+    """A compression step: a copy of `model` pruned to global sparsity `target`."""
+    return prune_to_sparsity(copy.deepcopy(model), target)
+
+
 class SparseLinear(nn.Module):
     """Inference-only linear layer that multiplies with its weight in CSR form (zeros skipped)."""
 

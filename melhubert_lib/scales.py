@@ -54,7 +54,7 @@ class PretrainScale:
 class DownstreamScale:
     """Probe training on frozen features: epochs per task (best epoch chosen on dev) and probe seeds."""
 
-    epochs: dict[str, int] = field(default_factory=lambda: {"PR": 20, "SID": 40, "KS": 40, "ASR": 12})
+    epochs: dict[str, int] = field(default_factory=lambda: {"PR": 20, "SID": 40, "KS": 40, "ASR": 10})
     seeds: tuple[int, ...] = (0,)
     asr_hidden: int = 96  # BiLSTM units per direction (SUPERB uses 2 x 1024: smaller here)
     asr_layers: int = 1

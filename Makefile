@@ -12,7 +12,8 @@ STAMP := $(WORK)/$(SCALE)/stamps
 LIB := $(shell find melhubert_lib -name '*.py' 2>/dev/null)
 
 # The notebooks of the pipeline, in dependency order.
-NOTEBOOKS := 00_data 01_baseline 02_head_pruning 03_weight_pruning 04_low_rank 05_distillation 06_downstream
+NOTEBOOKS := 00_data 01_baseline 02_head_pruning 03_weight_pruning 04_low_rank 05_distillation 06_downstream \
+	07_tradeoffs 08_q1_ssl_loss 09_q2_universality 10_q3_task_aware 11_attention_heads
 
 .PHONY: all figures test lint env lock clean-figures
 .DELETE_ON_ERROR:
@@ -44,6 +45,12 @@ $(STAMP)/%.done: notebooks/%.ipynb $(LIB) $(VENV)/.installed
 $(STAMP)/01_baseline.done: $(STAMP)/00_data.done
 COMPRESSION := 02_head_pruning 03_weight_pruning 04_low_rank 05_distillation
 $(foreach nb,$(COMPRESSION) 06_downstream,$(STAMP)/$(nb).done): $(STAMP)/01_baseline.done
+# the question notebooks read the compression results; 07 also the baseline's downstream rows, 09 what 07 wrote
+$(STAMP)/07_tradeoffs.done: $(foreach nb,$(COMPRESSION) 06_downstream,$(STAMP)/$(nb).done)
+$(STAMP)/08_q1_ssl_loss.done: $(foreach nb,$(COMPRESSION),$(STAMP)/$(nb).done)
+$(STAMP)/09_q2_universality.done: $(STAMP)/07_tradeoffs.done
+$(STAMP)/10_q3_task_aware.done: $(STAMP)/06_downstream.done
+$(STAMP)/11_attention_heads.done: $(STAMP)/02_head_pruning.done
 
 figures: $(VENV)/.installed $(foreach nb,$(NOTEBOOKS),$(STAMP)/$(nb).done)
 

@@ -70,13 +70,14 @@ class CompressionRun:
 def compress_levels(ws: Workspace, method: str, run: str, start_dir: str | Path, settings: list[float], step: Step,
                     data: dict[str, SSLData], finetune: PretrainScale, iterative: bool = True,
                     prepare: Callable[[MelHuBERT], None] | None = None, threads: int = 1,
-                    objective: Objective | None = None) -> CompressionRun:
+                    objective: Objective | None = None, results_file: str = RESULTS_FILE) -> CompressionRun:
     """Compress the checkpoint in `start_dir` to every setting in turn, fine-tuning after each step.
 
     `iterative`: each level starts from the previous level's fine-tuned model (pruning schedules);
     otherwise from the starting model (one-shot methods such as a given SVD rank). `prepare` runs on
     each model before fine-tuning (e.g. gradient masks that keep pruned weights at zero); `objective`
-    replaces masked prediction during fine-tuning (distillation).
+    replaces masked prediction during fine-tuning (distillation). Rows go to `results/<results_file>`
+    (side experiments keep their own file, out of the study's compression table).
     """
     root = ws.run_dir(run)
     valid = data["pretrain-valid"]
@@ -90,7 +91,7 @@ def compress_levels(ws: Workspace, method: str, run: str, start_dir: str | Path,
             ws, method, run, lv, st, step(o, st), data, finetune, prepare, threads, objective), setting))
         model = MelHuBERT.from_pretrained(ws.root / records[-1].model_dir)
     out = CompressionRun(records, ws.root)
-    append_rows(ws.results / RESULTS_FILE, out.table(), ["run", "level"])
+    append_rows(ws.results / results_file, out.table(), ["run", "level"])
     return out
 
 

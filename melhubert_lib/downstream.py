@@ -2,14 +2,15 @@
 
 Heads: PR, a linear layer with CTC over phones; ASR, a small BiLSTM with character CTC; SID and KS,
 mean pooling + a linear layer. Each probe trains on the train split, keeps the epoch with the best
-dev score and reports test. Features are standardised per layer and dimension with train-split
-statistics before the Featurizer (a fixed affine map: it changes no information, only conditioning).
+dev score and reports test. The probe standardises its input per layer and dimension with train-split
+statistics before the Featurizer (a fixed affine map, stored in the probe: it changes no information,
+only conditioning), so a trained probe can be applied to fresh hidden states of the same upstream.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -54,13 +55,17 @@ class TaskResult:
     best_epoch: int
     layer_weights: list[float]
     train_seconds: float
+    probe: Probe | None = field(default=None, repr=False, compare=False)  # the selected epoch's probe
 
 
 class Probe(nn.Module):
-    """Featurizer over the layers, then an optional BiLSTM, then a linear output layer."""
+    """Standardisation, the Featurizer over the layers, an optional BiLSTM, then a linear output layer."""
 
-    def __init__(self, layout: LayerLayout, n_out: int, lstm_hidden: int = 0, lstm_layers: int = 1) -> None:
+    def __init__(self, layout: LayerLayout, n_out: int, mean: torch.Tensor, std: torch.Tensor, lstm_hidden: int = 0,
+                 lstm_layers: int = 1) -> None:
         super().__init__()
+        self.register_buffer("mean", mean)  # (L, D) train-split statistics of the features
+        self.register_buffer("std", std)
         self.featurizer = Featurizer(layout)
         width = layout.hidden_sizes[0]
         self.lstm = (nn.LSTM(width, lstm_hidden, lstm_layers, batch_first=True, bidirectional=True)
@@ -69,6 +74,7 @@ class Probe(nn.Module):
 
     def forward(self, layers: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, L, D) features and (B,) lengths -> (B, T, n_out) logits."""
+        layers = (layers - self.mean) / self.std
         hs, _ = self.featurizer(list(layers.unbind(2)), [lengths] * layers.shape[2])
         if self.lstm is not None:
             # padded rather than packed: packed LSTM backward is ~18x slower on CPU; batches are grouped by
@@ -100,21 +106,20 @@ def train_probe(source: str, task: TaskData, feats: dict[str, FrameStore], setti
     """Train one probe for `task` on per-split layer features; select the epoch on dev, score test."""
     start = time.perf_counter()
     torch.manual_seed(seed)
-    mean, std = _layer_stats(feats["train"])
-    data = {s: _Split(feats[s], task.splits[s].labels, mean, std) for s in SPLITS}
+    data = {s: _Split(feats[s], task.splits[s].labels) for s in SPLITS}
     _, n_layers, width = feats["train"].data.shape
     layout = LayerLayout(n_layers, [width] * n_layers, [1] * n_layers)
     name = task.spec.name
     sequence = task.spec.kind == "sequence"
     lstm = settings.asr_hidden if name == "ASR" else 0
-    probe = Probe(layout, len(task.vocabulary), lstm, settings.asr_layers)
+    probe = Probe(layout, len(task.vocabulary), *_layer_stats(feats["train"]), lstm, settings.asr_layers)
     opt = torch.optim.Adam(probe.parameters(), lr=LEARNING_RATES[name])
     gen = torch.Generator().manual_seed(seed)
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     for epoch in range(1, settings.epochs[name] + 1):
         probe.train()
         for batch in data["train"].batches(gen, sequence):
-            loss = _loss(probe, batch, sequence)
+            loss = probe_loss(probe, batch.feats, batch.lengths, batch.labels)
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(probe.parameters(), 5.0)
@@ -126,7 +131,7 @@ def train_probe(source: str, task: TaskData, feats: dict[str, FrameStore], setti
     assert best is not None
     probe.load_state_dict(best[2])
     return TaskResult(source, name, task.spec.metric, seed, best[3], _score(probe, data["test"], task), best[1],
-                      probe.layer_weights(), time.perf_counter() - start)
+                      probe.layer_weights(), time.perf_counter() - start, probe.eval())
 
 
 def _padding(lengths: torch.Tensor, frames: int) -> torch.Tensor:
@@ -155,18 +160,18 @@ class _Batch:
 
 
 class _Split:
-    """One split's standardised features and labels, served in batches."""
+    """One split's features and labels, served in batches."""
 
-    def __init__(self, store: FrameStore, labels: list, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def __init__(self, store: FrameStore, labels: list) -> None:
         if len(store) != len(labels):
             raise ValueError(f"{len(store)} feature matrices for {len(labels)} labels")
-        self.store, self.labels, self.mean, self.std = store, labels, mean, std
+        self.store, self.labels = store, labels
 
     def batch(self, rows: list[int]) -> _Batch:
         lengths = torch.tensor([len(self.store[i]) for i in rows])
         feats = torch.zeros(len(rows), int(lengths.max()), *self.store.data.shape[1:])
         for j, i in enumerate(rows):
-            feats[j, : lengths[j]] = (torch.from_numpy(self.store[i]).float() - self.mean) / self.std
+            feats[j, : lengths[j]] = torch.from_numpy(self.store[i]).float()
         labels = [self.labels[i] for i in rows]
         return _Batch(feats, lengths, labels if isinstance(labels[0], list) else torch.tensor(labels))
 
@@ -194,14 +199,16 @@ def _bucketed(order: list[int], lengths: np.ndarray, bucket: int = 256) -> list[
     return [i for b in range(0, len(order), bucket) for i in sorted(order[b : b + bucket], key=lambda i: lengths[i])]
 
 
-def _loss(probe: Probe, batch: _Batch, sequence: bool) -> torch.Tensor:
-    logits = probe(batch.feats, batch.lengths)
-    if not sequence:
-        return F.cross_entropy(logits[:, 0], batch.labels)
-    targets = torch.cat([torch.tensor(t, dtype=torch.long) for t in batch.labels])
-    target_lengths = torch.tensor([len(t) for t in batch.labels])
+def probe_loss(probe: Probe, feats: torch.Tensor, lengths: torch.Tensor,
+               labels: list[list[int]] | torch.Tensor) -> torch.Tensor:
+    """The task loss of a batch: cross-entropy for class labels (a tensor), CTC for label sequences (lists)."""
+    logits = probe(feats, lengths)
+    if isinstance(labels, torch.Tensor):
+        return F.cross_entropy(logits[:, 0], labels)
+    targets = torch.cat([torch.tensor(t, dtype=torch.long) for t in labels])
+    target_lengths = torch.tensor([len(t) for t in labels])
     log_probs = logits.log_softmax(-1).transpose(0, 1)
-    return F.ctc_loss(log_probs, targets, batch.lengths, target_lengths, blank=0, zero_infinity=True)
+    return F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=0, zero_infinity=True)
 
 
 @torch.no_grad()

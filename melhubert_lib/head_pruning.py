@@ -9,7 +9,7 @@ slices the q/k/v rows and out-projection columns and shrinks `config.heads`, so 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -51,7 +51,25 @@ def head_importance(model: MelHuBERT, data: SSLData, fraction: float = 0.25, bat
     crop = int(lengths.max(initial=1))
     batches = epoch_batches(lengths, crop, int(batch_seconds * per_sec), seed, 0)
     batches = batches[: max(1, int(round(len(batches) * fraction)))]
-    scores = [torch.zeros(h) for h in cfg.heads]
+    gen = torch.Generator().manual_seed(seed)
+
+    def ssl_loss(crops: list) -> Callable[[MelHuBERT], torch.Tensor]:
+        def loss(m: MelHuBERT) -> torch.Tensor:
+            batch = collate(crops, data.feats, data.targets)
+            mask = compute_span_mask(tuple(batch.feats.shape[:2]), cfg.mask_prob, cfg.mask_span, batch.lengths, gen)
+            return m(batch.feats, batch.lengths, targets=batch.targets, mask=mask).loss
+
+        return loss
+
+    return gradient_head_importance(model, (ssl_loss(crops) for crops in batches))
+
+
+def gradient_head_importance(model: MelHuBERT, losses: Iterable[Callable[[MelHuBERT], torch.Tensor]]) -> list[
+        torch.Tensor]:
+    """Michel et al. importance of every head for any objective: |<context_h, dL/dcontext_h>| summed over the frames
+    of every loss in `losses` (each a function of the model, run in eval mode), each layer's scores L2-normalised.
+    """
+    scores = [torch.zeros(h) for h in model.config.heads]
     handles = []
 
     def capture(index: int, att: SelfAttention):
@@ -70,14 +88,10 @@ def head_importance(model: MelHuBERT, data: SSLData, fraction: float = 0.25, bat
         handles.append(layer.attention.out_proj.register_forward_pre_hook(capture(i, layer.attention)))
     was_training = model.training
     model.eval()
-    gen = torch.Generator().manual_seed(seed)
     try:
-        for crops in batches:
-            batch = collate(crops, data.feats, data.targets)
-            mask = compute_span_mask(tuple(batch.feats.shape[:2]), cfg.mask_prob, cfg.mask_span, batch.lengths, gen)
-            out = model(batch.feats, batch.lengths, targets=batch.targets, mask=mask)
+        for loss in losses:
             model.zero_grad(set_to_none=True)
-            out.loss.backward()
+            loss(model).backward()
     finally:
         for h in handles:
             h.remove()
@@ -136,17 +150,23 @@ def prune_heads(model: MelHuBERT, remove: dict[int, list[int]]) -> MelHuBERT:
     return pruned.train(model.training)
 
 
-def pruning_step(score: str = "l1", per_layer: bool = False, data: SSLData | None = None) -> Callable[
+Scorer = Callable[[MelHuBERT], list[torch.Tensor]]
+
+
+def pruning_step(score: str | Scorer = "l1", per_layer: bool = False, data: SSLData | None = None) -> Callable[
         [MelHuBERT, float], MelHuBERT]:
     """A compression step that prunes down to `heads_kept` heads in all (the level's setting).
 
-    `score`: "l1" (weights) or "importance" (needs `data`). `per_layer`: remove the lowest head of every
-    layer at once (the authors' schedule; the setting must match) instead of the globally lowest heads.
+    `score`: "l1" (weights), "importance" (SSL loss; needs `data`), or any function model -> per-layer head
+    scores (e.g. a downstream task's importance). `per_layer`: remove the lowest head of every layer at once
+    (the authors' schedule; the setting must match) instead of the globally lowest heads.
     """
-    if score not in ("l1", "importance"):
-        raise ValueError(f"score={score!r}: choose 'l1' or 'importance'")
+    if not callable(score) and score not in ("l1", "importance"):
+        raise ValueError(f"score={score!r}: choose 'l1', 'importance' or a scoring function")
     if score == "importance" and data is None:
         raise ValueError("score='importance' needs `data` (the SSL training set) to compute gradients")
+    scorer: Scorer = (score if callable(score) else head_l1_scores if score == "l1"
+                      else lambda m: head_importance(m, data))
 
     def step(model: MelHuBERT, heads_kept: float) -> MelHuBERT:
         total = sum(model.config.heads)
@@ -154,8 +174,7 @@ def pruning_step(score: str = "l1", per_layer: bool = False, data: SSLData | Non
         if not 0 < n_remove <= total - model.config.depth:
             raise ValueError(f"cannot go from {total} heads to {int(heads_kept)}: at least one head per layer "
                              f"({model.config.depth}) stays and each level must remove some")
-        scores = head_l1_scores(model) if score == "l1" else head_importance(model, data)
-        remove = select_heads(scores, None if per_layer else n_remove)
+        remove = select_heads(scorer(model), None if per_layer else n_remove)
         if per_layer and sum(len(h) for h in remove.values()) != n_remove:
             raise ValueError(f"per-layer pruning removes one head per layer, not {n_remove}; set the levels to "
                              f"{total - len(remove)}, {total - 2 * len(remove)}, ... heads")

@@ -151,6 +151,14 @@ class SelfAttention(nn.Module):
         drop = self.dropout if self.training else 0.0
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
 
+    def probabilities(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention weights of every head, (B, H, T_query, T_key), as the context computes them (no dropout)."""
+        q, k = (self.split_heads(p(x)) for p in (self.q_proj, self.k_proj))
+        logits = q @ k.transpose(-1, -2) / self.head_dim**0.5
+        if attn_mask is not None:
+            logits = logits.masked_fill(~attn_mask, float("-inf"))
+        return logits.softmax(-1)
+
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         ctx = self.context(x, attn_mask)
         b, _, t, _ = ctx.shape

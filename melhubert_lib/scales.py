@@ -74,6 +74,17 @@ class CompressionScale:
 
 
 @dataclass(frozen=True)
+class StudyScale:
+    """The question notebooks: compressed levels judged downstream per run, their tasks, the band's seeds."""
+
+    levels_per_run: int = 2  # evenly spread, always including the most severe level
+    tasks: tuple[str, ...] = ("PR", "SID", "KS")
+    band_seeds: tuple[int, ...] = (0, 1, 2)  # fine-tuning seeds of the uncompressed baseline (the SSL-loss band)
+    q3_tasks: tuple[str, ...] = ("PR", "SID")  # Q3: tasks whose probe losses score the heads
+    q3_heads_kept: tuple[int, ...] = (10, 6)  # Q3: head budgets (heads left in all), one-shot from the baseline
+
+
+@dataclass(frozen=True)
 class Scale:
     """Everything that differs between smoke, default and paper runs."""
 
@@ -84,6 +95,7 @@ class Scale:
     pretrain: PretrainScale
     compression: CompressionScale | None = None
     downstream: DownstreamScale = field(default_factory=DownstreamScale)
+    study: StudyScale = field(default_factory=StudyScale)
     frame_ms: int = 20
     deterministic: bool = False  # torch.use_deterministic_algorithms for every stage (smoke: reproducible CI)
 
@@ -121,6 +133,7 @@ SCALES: dict[str, Scale] = {
             student_depths=(1,),
         ),
         downstream=DownstreamScale(epochs={"PR": 3, "SID": 3, "KS": 3, "ASR": 2}, asr_hidden=16),
+        study=StudyScale(levels_per_run=1, band_seeds=(0, 1), q3_heads_kept=(3,)),
         deterministic=True,
     ),
     "default": Scale(
@@ -192,6 +205,7 @@ SCALES: dict[str, Scale] = {
             ffn_widths=tuple(3072 - 128 * i for i in range(1, 21)),
             student_depths=(6, 4, 2),
         ),
+        study=StudyScale(levels_per_run=4, tasks=("PR", "SID", "KS", "ASR"), q3_heads_kept=(96, 48)),
     ),
 }
 

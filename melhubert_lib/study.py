@@ -1,0 +1,173 @@
+"""What the question notebooks (07-10) share: which compressed checkpoints to judge, error rates, Pareto fronts,
+scores relative to the baseline, and the baseline's fine-tuning band for the SSL loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .compression import RESULTS_FILE
+from .evaluation import DOWNSTREAM_FILE
+from .model import MelHuBERT
+from .pretrain import SSLData, evaluate_ssl, train
+from .scales import PretrainScale
+from .tasks import TASKS
+from .workspace import Workspace
+
+FIRST_N = "first-N layers"
+FIRST_N_RUN = "first-n"
+
+
+def checkpoint_name(run: str, level: int) -> str:
+    """The source name of a compressed level in the downstream results: `<run>/level-NN`."""
+    return f"{run}/level-{level:02d}"
+
+
+@dataclass(frozen=True)
+class JudgedCheckpoint:
+    """A compressed checkpoint chosen for downstream evaluation; `name` is its source name in the results."""
+
+    method: str
+    run: str
+    level: int
+    setting: float
+    model_dir: Path
+
+    @property
+    def name(self) -> str:
+        """Its source name, unique across the study."""
+        return checkpoint_name(self.run, self.level)
+
+
+def read_results(ws: Workspace, name: str) -> pd.DataFrame:
+    """A results table of the workspace, or a clear error naming the notebook that writes it."""
+    path = ws.results / name
+    if not path.is_file():
+        writer = {RESULTS_FILE: "02-05 (compression)", DOWNSTREAM_FILE: "06_downstream and 07_tradeoffs"}
+        raise FileNotFoundError(f"{path} is missing: run notebook {writer.get(name, 'that writes it')} first "
+                                f"(or `make figures`) at this scale")
+    return pd.read_csv(path)
+
+
+def spread_levels(n_levels: int, per_run: int) -> list[int]:
+    """`per_run` level numbers out of 1..n_levels, evenly spaced and always including the most severe."""
+    if per_run < 1:
+        raise ValueError(f"per_run must be at least 1, got {per_run}")
+    if n_levels <= per_run:
+        return list(range(1, n_levels + 1))
+    return sorted({int(round(x)) for x in np.linspace(n_levels, n_levels / per_run, per_run)})
+
+
+def checkpoints_to_judge(ws: Workspace, per_run: int) -> list[JudgedCheckpoint]:
+    """Evenly spread compressed levels of every run in `results/compression.csv`, plus the first-N-layer models."""
+    table = read_results(ws, RESULTS_FILE)
+    chosen = []
+    for run, levels in table[table.level > 0].groupby("run", sort=False):
+        levels = levels.set_index("level").sort_index()
+        for level in spread_levels(int(levels.index.max()), per_run):
+            row = levels.loc[level]
+            chosen.append(JudgedCheckpoint(row.method, run, level, float(row.setting), ws.root / row.model_dir))
+    for path in sorted(ws.run_dir(FIRST_N_RUN).glob("first-*"), key=lambda p: -int(p.name.split("-")[1])):
+        depth = int(path.name.split("-")[1])
+        chosen.append(JudgedCheckpoint(FIRST_N, FIRST_N_RUN, depth, float(depth), path))
+    return chosen
+
+
+def with_error(scores: pd.DataFrame) -> pd.DataFrame:
+    """Headline rows with an `error` column: 1 - accuracy for accuracy tasks, the error rate otherwise."""
+    rows = scores[scores.headline.astype(bool)].copy()
+    lower = rows.task.map(lambda t: TASKS[t].lower_is_better)
+    rows["error"] = np.where(lower, rows.value, 1.0 - rows.value)
+    return rows
+
+
+def pareto_front(points: pd.DataFrame, cost: str, error: str = "error") -> pd.DataFrame:
+    """The points no other point beats on both cost and error (lower is better for both), by increasing cost."""
+    ordered = points.sort_values([cost, error])
+    keep, best = [], np.inf
+    for idx, value in ordered[error].items():
+        if value < best:
+            keep.append(idx)
+            best = value
+    return ordered.loc[keep]
+
+
+def best_within_budget(points: pd.DataFrame, cost: str, budgets: list[float], error: str = "error") -> pd.DataFrame:
+    """For each budget (in units of `cost`), the lowest-error point that costs at most that much."""
+    rows = []
+    for budget in budgets:
+        affordable = points[points[cost] <= budget]
+        if affordable.empty:
+            continue
+        rows.append(affordable.loc[affordable[error].idxmin()].to_frame().T.assign(budget=budget))
+    return pd.concat(rows, ignore_index=True) if rows else points.iloc[:0].assign(budget=[])
+
+
+def retained(errors: pd.DataFrame, floor: str = "log-Mel", baseline: str = "baseline") -> pd.DataFrame:
+    """Per source and task, the share of the baseline's gain over the floor that the source keeps.
+
+    1 = as good as the baseline, 0 = no better than the floor (negative: worse than the floor).
+    `errors` holds test-split rows of `with_error` (mean over probe seeds is taken here).
+    """
+    mean = errors.groupby(["source", "task"]).error.mean().unstack("task")
+    for name in (floor, baseline):
+        if name not in mean.index:
+            raise ValueError(f"no downstream rows for {name!r}: run 06_downstream first at this scale")
+    return (mean.loc[floor] - mean) / (mean.loc[floor] - mean.loc[baseline])
+
+
+@dataclass
+class SeedBand:
+    """The uncompressed baseline fine-tuned like every compressed level, once per seed: its held-out SSL metrics."""
+
+    seeds: list[int]
+    losses: list[float]
+    accuracies: list[float]
+
+    @property
+    def loss_high(self) -> float:
+        """Upper edge of the band: the worst loss over seeds."""
+        return max(self.losses)
+
+    @property
+    def loss_low(self) -> float:
+        """Lower edge of the band: the best loss over seeds."""
+        return min(self.losses)
+
+    @property
+    def accuracy_low(self) -> float:
+        """Lower edge of the accuracy band."""
+        return min(self.accuracies)
+
+    @property
+    def accuracy_high(self) -> float:
+        """Upper edge of the accuracy band."""
+        return max(self.accuracies)
+
+
+def finetune_band(ws: Workspace, base_dir: str | Path, data: dict[str, SSLData], finetune: PretrainScale,
+                  seeds: list[int]) -> SeedBand:
+    """Fine-tune the uncompressed baseline with each seed (the data order and masks change) and measure it.
+
+    A cheaper stand-in for several pretraining seeds: it measures how much the held-out loss moves under
+    exactly the fine-tuning every compressed level receives. Runs resume like any training run.
+    """
+    losses, accuracies = [], []
+    for seed in seeds:
+        result = train(MelHuBERT.from_pretrained(base_dir), data["pretrain-train"], data["pretrain-valid"], finetune,
+                       ws.run_dir(f"baseline-finetune-seed{seed}"), seed=seed)
+        metrics = evaluate_ssl(MelHuBERT.from_pretrained(result.model_dir), data["pretrain-valid"])
+        losses.append(metrics.loss)
+        accuracies.append(metrics.accuracy)
+    return SeedBand(list(seeds), losses, accuracies)
+
+
+def smallest_within(levels: pd.DataFrame, limit: float, size: str = "nonzero_params",
+                    loss: str = "loss_after") -> pd.DataFrame:
+    """Per run, the smallest level (by `size`) whose `loss` is at most `limit`; runs with none are left out."""
+    ok = levels[levels[loss] <= limit]
+    return ok.loc[ok.groupby("run")[size].idxmin()].sort_values(size)

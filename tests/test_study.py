@@ -1,0 +1,89 @@
+"""The question notebooks' helpers: level choice, error rates, Pareto fronts, budgets, retained gain, the band."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from melhubert_lib import baseline
+from melhubert_lib.study import (
+    best_within_budget,
+    finetune_band,
+    pareto_front,
+    retained,
+    smallest_within,
+    spread_levels,
+    with_error,
+)
+
+
+@pytest.mark.parametrize("n_levels,per_run", [(7, 2), (6, 3), (3, 1), (5, 5), (2, 4), (13, 4)])
+def test_spread_levels_are_distinct_in_range_and_keep_the_most_severe(n_levels, per_run):
+    levels = spread_levels(n_levels, per_run)
+    assert len(levels) == min(n_levels, per_run) == len(set(levels))
+    assert n_levels in levels and min(levels) >= 1 and levels == sorted(levels)
+
+
+def test_spread_levels_refuses_zero():
+    with pytest.raises(ValueError, match="per_run"):
+        spread_levels(5, 0)
+
+
+def test_pareto_front_is_exactly_the_undominated_points():
+    rng = np.random.default_rng(0)
+    points = pd.DataFrame({"cost": rng.uniform(size=60), "error": rng.uniform(size=60)})
+    front = pareto_front(points, "cost")
+    for idx, p in points.iterrows():
+        dominated = ((points.cost <= p.cost) & (points.error <= p.error)
+                     & ((points.cost < p.cost) | (points.error < p.error))).any()
+        assert (idx in front.index) == (not dominated)
+    assert front.cost.is_monotonic_increasing and front.error.is_monotonic_decreasing
+
+
+def test_best_within_budget_picks_the_lowest_error_it_can_afford():
+    points = pd.DataFrame({"method": ["a", "b", "c", "d"], "cost": [1.0, 2.0, 3.0, 4.0],
+                           "error": [0.5, 0.6, 0.3, 0.4]})
+    best = best_within_budget(points, "cost", [0.5, 1.5, 2.5, 3.5, 10.0])
+    assert best.budget.tolist() == [1.5, 2.5, 3.5, 10.0]  # nothing costs 0.5 or less
+    assert best.method.tolist() == ["a", "a", "c", "c"]
+
+
+def test_error_is_one_minus_accuracy_and_the_rate_itself_otherwise():
+    scores = pd.DataFrame({"task": ["SID", "PR", "ASR", "ASR"], "metric": ["accuracy", "PER", "WER", "CER"],
+                           "headline": [True, True, True, False], "value": [0.7, 0.4, 0.9, 0.5]})
+    rows = with_error(scores)
+    assert rows.metric.tolist() == ["accuracy", "PER", "WER"]  # CER is not ASR's headline metric
+    assert np.allclose(rows.error, [0.3, 0.4, 0.9])
+
+
+def test_retained_is_one_at_the_baseline_and_zero_at_the_floor():
+    errors = pd.DataFrame({
+        "source": ["log-Mel", "baseline", "x", "x", "log-Mel", "baseline", "x"],
+        "task": ["PR", "PR", "PR", "PR", "SID", "SID", "SID"],
+        "error": [0.8, 0.6, 0.65, 0.75, 0.6, 0.4, 0.7],
+    })
+    kept = retained(errors)
+    assert kept.loc["baseline"].tolist() == [1.0, 1.0] and kept.loc["log-Mel"].tolist() == [0.0, 0.0]
+    assert kept.loc["x", "PR"] == pytest.approx(0.5)  # mean error 0.7 over its two seeds: half the gain
+    assert kept.loc["x", "SID"] == pytest.approx(-0.5)  # worse than the floor
+    with pytest.raises(ValueError, match="06_downstream"):
+        retained(errors[errors.source != "baseline"])
+
+
+def test_smallest_within_ignores_levels_above_the_limit():
+    levels = pd.DataFrame({"run": ["a", "a", "a", "b", "b"], "nonzero_params": [10, 5, 2, 10, 4],
+                           "loss_after": [1.0, 1.1, 1.5, 1.0, 1.3]})
+    best = smallest_within(levels, 1.2)
+    assert best.set_index("run").nonzero_params.to_dict() == {"a": 5, "b": 10}
+
+
+def test_finetune_band_repeats_a_seed_exactly_and_resumes(smoke_ws):
+    base = baseline.pretrain_baseline(smoke_ws, name="band-base")
+    data = baseline.ssl_data(smoke_ws, base.targets[-1])
+    finetune = smoke_ws.scale.compression.finetune
+    band = finetune_band(smoke_ws, base.model_dir, data, finetune, [0, 1])
+    again = finetune_band(smoke_ws, base.model_dir, data, finetune, [0])  # finished run: reloaded, not retrained
+    assert again.losses[0] == band.losses[0]
+    assert band.loss_low <= band.loss_high and np.isfinite(band.losses).all()
+    assert (smoke_ws.run_dir("baseline-finetune-seed1") / "model").is_dir()

@@ -1,0 +1,80 @@
+"""Task-aware head importance: the probe's loss through the live upstream, and pruning by any head score."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from melhubert_lib import baseline
+from melhubert_lib.downstream import probe_loss, train_probe
+from melhubert_lib.head_pruning import pruning_step
+from melhubert_lib.layer_features import model_source, split_inputs, task_features
+from melhubert_lib.model import MelHuBERT
+from melhubert_lib.task_aware import _batch_loss, task_head_importance
+from melhubert_lib.tasks import SPLITS, load_task
+
+
+@pytest.fixture(scope="module")
+def probed(smoke_ws):
+    """The smoke baseline with a trained probe per task (SID: pooled, PR: frame sequences)."""
+    model = MelHuBERT.from_pretrained(baseline.pretrain_baseline(smoke_ws, name="task-aware-base").model_dir)
+    source = model_source(model, "base")
+    probes = {}
+    for name in ("SID", "PR"):
+        task = load_task(smoke_ws, name)
+        feats = {s: task_features(smoke_ws, source, task, s) for s in SPLITS}
+        probes[name] = (task, feats, train_probe("base", task, feats, smoke_ws.scale.downstream, seed=0).probe)
+    return model, probes
+
+
+@pytest.mark.parametrize("name", ["SID", "PR"])
+def test_live_task_loss_equals_the_probe_loss_on_the_cached_features(smoke_ws, probed, name):
+    model, probes = probed
+    task, feats, probe = probes[name]
+    rows = [0, 1, 2]
+    live = _batch_loss(split_inputs(smoke_ws, task, "train"), task.splits["train"].labels, rows, probe,
+                       task.spec.kind == "utterance")
+    lengths = torch.tensor([len(feats["train"][i]) for i in rows])
+    cached = torch.zeros(len(rows), int(lengths.max()), *feats["train"].data.shape[1:])
+    for j, i in enumerate(rows):
+        cached[j, : lengths[j]] = torch.from_numpy(feats["train"][i]).float()
+    labels = [task.splits["train"].labels[i] for i in rows]
+    with torch.no_grad():
+        expected = probe_loss(probe, cached, lengths, labels if name == "PR" else torch.tensor(labels))
+        assert float(live(model.eval())) == pytest.approx(float(expected), rel=2e-2)  # cache is float16
+
+
+def test_task_importance_is_normalised_and_zero_for_a_silenced_head(smoke_ws, probed):
+    model, probes = probed
+    task, _, probe = probes["SID"]
+    scores = task_head_importance(smoke_ws, model, task, probe, fraction=0.5)
+    assert [len(s) for s in scores] == list(model.config.heads)
+    assert all(torch.isclose(s.norm(), torch.tensor(1.0)) for s in scores)
+    silenced = MelHuBERT.from_pretrained(baseline.pretrain_baseline(smoke_ws, name="task-aware-base").model_dir)
+    dim = silenced.config.head_dim
+    with torch.no_grad():  # head 1 of layer 0 no longer reaches the output: it cannot matter to any task
+        silenced.layers[0].attention.out_proj.weight[:, dim : 2 * dim] = 0.0
+    assert float(task_head_importance(smoke_ws, silenced, task, probe, fraction=0.5)[0][1]) == 0.0
+
+
+def test_task_importance_refuses_a_probe_of_another_depth(smoke_ws, probed):
+    model, probes = probed
+    task, _, probe = probes["SID"]
+    shallow = MelHuBERT(dataclasses.replace(model.config, heads=model.config.heads[:1],
+                                            ffn_dims=model.config.ffn_dims[:1]))
+    with pytest.raises(ValueError, match="hidden states"):
+        task_head_importance(smoke_ws, shallow, task, probe)
+
+
+def test_pruning_step_takes_any_scoring_function(probed):
+    model, _ = probed
+    heads = model.config.heads
+
+    def scorer(m: MelHuBERT) -> list[torch.Tensor]:  # a known ranking: head h of layer i scores 10 * i + h
+        return [torch.arange(n, dtype=torch.float) + 10 * i for i, n in enumerate(m.config.heads)]
+
+    pruned = pruning_step(scorer)(model, sum(heads) - 1)
+    assert pruned.config.head_ids[0] == list(range(1, heads[0]))  # layer 0's head 0 was the lowest
+    assert pruned.config.heads[1:] == heads[1:]

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .atomic import write_json_atomic
 from .efficiency import measure
 from .model import MelHuBERT
-from .pretrain import Objective, SSLData, SSLMetrics, evaluate_ssl, train
+from .pretrain import Objective, Plateau, SSLData, SSLMetrics, evaluate_ssl, train
 from .results import append_rows
 from .scales import PretrainScale
 from .workspace import Workspace
@@ -70,13 +70,16 @@ class CompressionRun:
 def compress_levels(ws: Workspace, method: str, run: str, start_dir: str | Path, settings: list[float], step: Step,
                     data: dict[str, SSLData], finetune: PretrainScale, iterative: bool = True,
                     prepare: Callable[[MelHuBERT], None] | None = None, threads: int = 1,
-                    objective: Objective | None = None, results_file: str = RESULTS_FILE) -> CompressionRun:
+                    objective: Objective | None = None, results_file: str = RESULTS_FILE,
+                    plateau: Plateau | None = None) -> CompressionRun:
     """Compress the checkpoint in `start_dir` to every setting in turn, fine-tuning after each step.
 
     `iterative`: each level starts from the previous level's fine-tuned model (pruning schedules);
     otherwise from the starting model (one-shot methods such as a given SVD rank). `prepare` runs on
     each model before fine-tuning (e.g. gradient masks that keep pruned weights at zero); `objective`
-    replaces masked prediction during fine-tuning (distillation). Rows go to `results/<results_file>`
+    replaces masked prediction during fine-tuning (distillation); `plateau` ends each level's fine-tuning once the
+    held-out loss stopped falling (the authors' plateau gate; `finetune.steps` is then the most a level may take).
+    Rows go to `results/<results_file>`
     (side experiments keep their own file, out of the study's compression table).
     """
     root = ws.run_dir(run)
@@ -88,7 +91,7 @@ def compress_levels(ws: Workspace, method: str, run: str, start_dir: str | Path,
     for level, setting in enumerate(tqdm(settings, desc=f"{method} levels", leave=False), 1):
         origin = model if iterative else teacher
         records.append(_record(root / f"level-{level:02d}", lambda o=origin, lv=level, st=setting: _run_level(
-            ws, method, run, lv, st, step(o, st), data, finetune, prepare, threads, objective), setting))
+            ws, method, run, lv, st, step(o, st), data, finetune, prepare, threads, objective, plateau), setting))
         model = MelHuBERT.from_pretrained(ws.root / records[-1].model_dir)
     out = CompressionRun(records, ws.root)
     append_rows(ws.results / results_file, out.table(), ["run", "level"])
@@ -97,13 +100,13 @@ def compress_levels(ws: Workspace, method: str, run: str, start_dir: str | Path,
 
 def _run_level(ws: Workspace, method: str, run: str, level: int, setting: float, compressed: MelHuBERT,
                data: dict[str, SSLData], finetune: PretrainScale, prepare: Callable[[MelHuBERT], None] | None,
-               threads: int, objective: Objective | None) -> LevelRecord:
+               threads: int, objective: Objective | None, plateau: Plateau | None) -> LevelRecord:
     valid = data["pretrain-valid"]
     before = evaluate_ssl(compressed, valid)
     result = train(compressed, data["pretrain-train"], valid, finetune, ws.run_dir(run) / f"level-{level:02d}",
-                   seed=ws.seed, prepare=prepare, objective=objective)
+                   seed=ws.seed, prepare=prepare, objective=objective, plateau=plateau)
     tuned = MelHuBERT.from_pretrained(result.model_dir)
-    return _measure(ws, method, run, level, setting, result.model_dir, tuned, before, valid, finetune.steps, threads)
+    return _measure(ws, method, run, level, setting, result.model_dir, tuned, before, valid, result.steps, threads)
 
 
 def _record(level_dir: Path, build: Callable[[], LevelRecord], setting: float | None = None) -> LevelRecord:

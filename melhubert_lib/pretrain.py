@@ -93,6 +93,23 @@ class SSLMetrics:
     n_frames: int
 
 
+@dataclass(frozen=True)
+class Plateau:
+    """Stop a run once its held-out loss stopped falling: none of the last `patience` evaluations beat the best
+    one before them by more than `tol` nats (the held-out loss uses fixed masks, so it is already smooth)."""
+
+    patience: int = 2
+    tol: float = 1e-3
+
+    def reached(self, losses: list[float]) -> bool:
+        """True when `losses` (held-out, in evaluation order) have plateaued."""
+        if self.patience < 1:
+            raise ValueError(f"plateau patience must be at least 1, got {self.patience}")
+        if len(losses) <= self.patience:
+            return False
+        return min(losses[-self.patience:]) > min(losses[: -self.patience]) - self.tol
+
+
 @dataclass
 class TrainResult:
     """What a training run produced."""
@@ -183,6 +200,7 @@ def train(
     keep_checkpoints: int = 2,
     prepare: Callable[[MelHuBERT], None] | None = None,
     objective: Objective | None = None,
+    plateau: Plateau | None = None,
 ) -> TrainResult:
     """Train `model` on masked prediction; resume from the latest checkpoint in `run_dir` if there is one.
 
@@ -190,6 +208,8 @@ def train(
     calling `train` again continues it. The finished model is saved to `run_dir/model`. `prepare` is
     applied to the model about to train (fresh or resumed), e.g. to register gradient masks.
     `objective` replaces masked prediction (distillation); validation still reports the SSL metrics.
+    `plateau` ends the run (as finished) at the first evaluation where the held-out loss has stopped falling;
+    `sched.steps` is then the most it may take.
     """
     objective = objective or Objective()
     run_dir = Path(run_dir)
@@ -234,9 +254,10 @@ def train(
     epoch, index = _locate(step, lengths, crop_frames, batch_frames, seed)
     batches = epoch_batches(lengths, crop_frames, batch_frames, seed, epoch)
     last_stop = sched.steps if stop_after is None else min(sched.steps, stop_after)
+    plateaued = plateau is not None and plateau.reached(_valid_losses(metrics_rows))
     bar = tqdm(total=sched.steps, initial=step, desc=f"train {run_dir.name}", disable=not info.is_main,
                unit="step", dynamic_ncols=True)
-    while step < last_stop:
+    while step < last_stop and not plateaued:
         if index == len(batches):
             epoch, index = epoch + 1, 0
             batches = epoch_batches(lengths, crop_frames, batch_frames, seed, epoch)
@@ -258,10 +279,11 @@ def train(
         if step % sched.eval_every == 0 or step == sched.steps:
             val = evaluate_ssl(model, valid_data, device=info.device)
             metrics_rows += [_row(step, "valid", "loss", val.loss), _row(step, "valid", "accuracy", val.accuracy)]
+            plateaued = plateau is not None and plateau.reached(_valid_losses(metrics_rows))
             if writer:
                 writer.add_scalar("mel_hubert_masked_prediction/valid-loss", val.loss, step)
                 writer.add_scalar("mel_hubert_masked_prediction/valid-accuracy", val.accuracy, step)
-        if (step % sched.checkpoint_every == 0 or step == last_stop) and info.is_main:
+        if (step % sched.checkpoint_every == 0 or step == last_stop or plateaued) and info.is_main:
             _save_checkpoint(run_dir, model, optimizer, step, metrics_rows, keep_checkpoints, schedule_json,
                              objective.state_dict())
         if info.world > 1:
@@ -270,12 +292,16 @@ def train(
     if writer:
         writer.close()
     model_dir = run_dir / "model"
-    if step >= sched.steps and info.is_main:
+    if (step >= sched.steps or plateaued) and info.is_main:
         model.save_pretrained(model_dir)
     if info.world > 1:
         dist.barrier()  # every process may read the finished model next
     final = evaluate_ssl(model, valid_data, device=info.device)
     return TrainResult(run_dir, model_dir, step, pd.DataFrame(metrics_rows), final)
+
+
+def _valid_losses(rows: list[dict]) -> list[float]:
+    return [r["value"] for r in rows if r["split"] == "valid" and r["metric"] == "loss"]
 
 
 def _row(step: int, split: str, metric: str, value: float) -> dict:

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from melhubert_lib.model import MelHuBERT, preset
-from melhubert_lib.pretrain import TRAIN_LOSS_TAG, SSLData, evaluate_ssl, lr_factor, train
+from melhubert_lib.pretrain import TRAIN_LOSS_TAG, Plateau, SSLData, evaluate_ssl, lr_factor, train
 from melhubert_lib.scales import PretrainScale
 
 SCHED = PretrainScale(steps=8, lr=2e-3, batch_seconds=1.6, crop_seconds=0.6, warmup_steps=2, decay="cosine",
@@ -67,6 +67,29 @@ def test_checkpoints_metrics_and_tensorboard_are_written(tiny_data, tmp_path):
     steps = [e.step for e in events.Scalars(TRAIN_LOSS_TAG)]
     assert steps == list(range(1, SCHED.steps + 1))
     assert result.metrics.query("split == 'valid' and metric == 'loss'").step.tolist() == [0, 4, 8]
+
+
+def test_plateau_rule_waits_for_patience_evaluations_without_progress():
+    gate = Plateau(patience=2, tol=0.01)
+    assert not gate.reached([5.0, 4.0])  # too few evaluations to judge
+    assert not gate.reached([5.0, 4.0, 3.9, 3.995])  # 3.9 beat 4.0 by more than tol
+    assert gate.reached([5.0, 4.0, 3.995, 4.1])  # neither of the last two beat 4.0 by tol
+    with pytest.raises(ValueError, match="patience"):
+        Plateau(patience=0).reached([1.0])
+
+
+def test_a_plateaued_run_stops_early_finished_and_stays_stopped(tiny_data, tmp_path):
+    # at lr 0 the held-out loss never moves, so the gate closes at the second evaluation after step 0
+    sched = dataclasses.replace(SCHED, steps=40, lr=0.0, warmup_steps=0, eval_every=4, checkpoint_every=100)
+    gate = Plateau(patience=2)
+    result = train(fresh_model(), tiny_data["train"], tiny_data["valid"], sched, tmp_path / "run", plateau=gate)
+    assert result.steps == 8 and result.model_dir.is_dir()
+    again = train(fresh_model(), tiny_data["train"], tiny_data["valid"], sched, tmp_path / "run", plateau=gate)
+    assert again.steps == 8  # resumed from its checkpoint: the gate is still closed, nothing more is trained
+    learning = dataclasses.replace(SCHED, steps=24, lr=3e-3, eval_every=4, checkpoint_every=100)
+    ungated = train(fresh_model(), tiny_data["train"], tiny_data["valid"], learning, tmp_path / "learn",
+                    plateau=Plateau(patience=3, tol=-1.0))  # a negative tol never closes while the loss falls
+    assert ungated.steps == 24
 
 
 def test_resuming_with_another_schedule_is_refused(tiny_data, tmp_path):

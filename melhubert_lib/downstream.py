@@ -56,6 +56,10 @@ class TaskResult:
     layer_weights: list[float]
     train_seconds: float
     probe: Probe | None = field(default=None, repr=False, compare=False)  # the selected epoch's probe
+    # per test utterance, in split order, for the headline metric: errors (edits, or 1 if misclassified) and units
+    # (reference tokens, or 1): what bootstrap intervals resample
+    test_errors: np.ndarray | None = field(default=None, repr=False, compare=False)
+    test_units: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 class Probe(nn.Module):
@@ -124,14 +128,15 @@ def train_probe(source: str, task: TaskData, feats: dict[str, FrameStore], setti
             loss.backward()
             nn.utils.clip_grad_norm_(probe.parameters(), 5.0)
             opt.step()
-        dev = _score(probe, data["dev"], task)
+        dev = _score(probe, data["dev"], task).metrics
         key = dev[task.spec.select_metric] * (1 if task.spec.lower_is_better else -1)
         if best is None or key < best[0]:
             best = (key, epoch, {k: v.clone() for k, v in probe.state_dict().items()}, dev)
     assert best is not None
     probe.load_state_dict(best[2])
-    return TaskResult(source, name, task.spec.metric, seed, best[3], _score(probe, data["test"], task), best[1],
-                      probe.layer_weights(), time.perf_counter() - start, probe.eval())
+    test = _score(probe, data["test"], task)
+    return TaskResult(source, name, task.spec.metric, seed, best[3], test.metrics, best[1], probe.layer_weights(),
+                      time.perf_counter() - start, probe.eval(), test.errors, test.units)
 
 
 def _padding(lengths: torch.Tensor, frames: int) -> torch.Tensor:
@@ -157,6 +162,14 @@ class _Batch:
     feats: torch.Tensor  # (B, T, L, D)
     lengths: torch.Tensor  # (B,)
     labels: list[list[int]] | torch.Tensor
+    rows: list[int]  # the utterances' indices in the split
+
+
+@dataclass
+class _Scored:
+    metrics: dict[str, float]
+    errors: np.ndarray  # per utterance, headline metric
+    units: np.ndarray
 
 
 class _Split:
@@ -173,7 +186,7 @@ class _Split:
         for j, i in enumerate(rows):
             feats[j, : lengths[j]] = torch.from_numpy(self.store[i]).float()
         labels = [self.labels[i] for i in rows]
-        return _Batch(feats, lengths, labels if isinstance(labels[0], list) else torch.tensor(labels))
+        return _Batch(feats, lengths, labels if isinstance(labels[0], list) else torch.tensor(labels), rows)
 
     def batches(self, gen: torch.Generator | None, sequence: bool) -> list[_Batch]:
         """Shuffled (with `gen`) or ordered batches; sequence batches grouped by length."""
@@ -212,21 +225,27 @@ def probe_loss(probe: Probe, feats: torch.Tensor, lengths: torch.Tensor,
 
 
 @torch.no_grad()
-def _score(probe: Probe, split: _Split, task: TaskData) -> dict[str, float]:
+def _score(probe: Probe, split: _Split, task: TaskData) -> _Scored:
     """Accuracy (utterance tasks) or error rates: edits per reference phone (PER), word (WER) or character (CER)."""
     probe.eval()
+    n = len(split.labels)
+    errors, units = np.zeros(n), np.ones(n)
     if task.spec.kind == "utterance":
-        correct = sum(int((probe(b.feats, b.lengths)[:, 0].argmax(-1) == b.labels).sum())
-                      for b in split.batches(None, False))
-        return {"accuracy": correct / len(split.labels)}
+        for b in split.batches(None, False):
+            errors[b.rows] = (probe(b.feats, b.lengths)[:, 0].argmax(-1) != b.labels).float().numpy()
+        return _Scored({"accuracy": 1.0 - errors.mean()}, errors, units)
     edits: dict[str, int] = {}
     total: dict[str, int] = {}
     for batch in split.batches(None, True):
-        for hyp, ref in zip(greedy_ctc(probe(batch.feats, batch.lengths), batch.lengths), batch.labels, strict=True):
+        hyps = greedy_ctc(probe(batch.feats, batch.lengths), batch.lengths)
+        for row, hyp, ref in zip(batch.rows, hyps, batch.labels, strict=True):
             for metric, (h, r) in _units(hyp, ref, task).items():
-                edits[metric] = edits.get(metric, 0) + edit_distance(r, h)
+                e = edit_distance(r, h)
+                edits[metric] = edits.get(metric, 0) + e
                 total[metric] = total.get(metric, 0) + len(r)
-    return {m: edits[m] / max(total[m], 1) for m in edits}
+                if metric == task.spec.metric:
+                    errors[row], units[row] = e, len(r)
+    return _Scored({m: edits[m] / max(total[m], 1) for m in edits}, errors, units)
 
 
 def greedy_ctc(logits: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:

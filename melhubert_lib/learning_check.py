@@ -83,6 +83,6 @@ def phone_probe_check(ws: Workspace, pretrained: MelHuBERT, untrained: MelHuBERT
     best = {r.features: runs[(r.features, r.layer)] for r in table[table.best].itertuples()}
     margins = []
     for floor in FLOORS:
-        diff, low, high = paired_difference(best["pretrained"].test, best[floor].test)
-        margins.append({"floor": floor, "margin": diff, "low": low, "high": high})
+        diff = paired_difference(best["pretrained"].test, best[floor].test)
+        margins.append({"floor": floor, "margin": diff.value, "low": diff.low, "high": diff.high})
     return LearningCheck(table=table, margins=pd.DataFrame(margins))

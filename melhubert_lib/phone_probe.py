@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .bootstrap import Difference, paired_rate_difference, rate_interval
 from .corpus import PHONES, Utterance
 from .frames import FrameStore
 
@@ -52,22 +53,14 @@ class ProbeScore:
     correct: np.ndarray  # per utterance
     total: np.ndarray  # per utterance
 
-    def interval(self, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    def interval(self, seed: int = 0) -> tuple[float, float]:
         """95 % bootstrap interval over utterances."""
-        rng = np.random.default_rng(seed)
-        idx = rng.integers(0, len(self.total), size=(n_boot, len(self.total)))
-        accs = self.correct[idx].sum(1) / self.total[idx].sum(1)
-        lo, hi = np.percentile(accs, [2.5, 97.5])
-        return float(lo), float(hi)
+        return rate_interval(self.correct, self.total, seed=seed)
 
 
-def paired_difference(a: ProbeScore, b: ProbeScore, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+def paired_difference(a: ProbeScore, b: ProbeScore, seed: int = 0) -> Difference:
     """Accuracy of a minus b on the same utterances, with a 95 % paired bootstrap interval."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(a.total), size=(n_boot, len(a.total)))
-    diffs = a.correct[idx].sum(1) / a.total[idx].sum(1) - b.correct[idx].sum(1) / b.total[idx].sum(1)
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return a.accuracy - b.accuracy, float(lo), float(hi)
+    return paired_rate_difference(a.correct, a.total, b.correct, b.total, seed=seed)
 
 
 @dataclass

@@ -228,3 +228,27 @@ def test_cli_efficiency_prints_the_report_of_a_checkpoint(tmp_path, capsys):
     assert report["params"] == model.num_parameters() and report["seconds"] == 1.0
     with pytest.raises(FileNotFoundError, match="not a MelHuBERT checkpoint"):
         main(["efficiency", str(tmp_path)])
+
+
+def test_evaluate_reuses_the_rows_of_an_unchanged_source_and_retrains_a_changed_one(smoke_ws, monkeypatch):
+    import melhubert_lib.evaluation as evaluation
+
+    ws = smoke_ws
+    task = load_task(ws, "SID")
+    model = MelHuBERT(preset("smoke"))
+    first = evaluation.evaluate(ws, [evaluation.Candidate(model_source(model, "reuse-me"), "test")], [task])
+    calls = []
+    real = evaluation.evaluate_source
+    monkeypatch.setattr(evaluation, "evaluate_source", lambda *a, **k: calls.append(a[1].key) or real(*a, **k))
+    again = evaluation.evaluate(ws, [evaluation.Candidate(model_source(model, "reuse-me"), "test")], [task])
+    assert calls == []  # nothing trained: the stored rows came back
+    utts = pd.read_csv(ws.results / evaluation.UTTERANCES_FILE).query("source == 'reuse-me'")
+    test_acc = first.scores.query("split == 'test' and metric == 'accuracy'").value.iloc[0]
+    assert 1 - utts.errors.sum() / utts.units.sum() == pytest.approx(test_acc)  # the per-utterance rows add up
+    assert evaluation.error_difference(ws, "reuse-me", "reuse-me", "SID").value == 0.0
+    cols = ["source", "task", "seed", "split", "metric", "value"]
+    pd.testing.assert_frame_equal(first.scores[cols].reset_index(drop=True), again.scores[cols].reset_index(drop=True))
+    with torch.no_grad():
+        model.layers[0].ffn.fc1.weight.mul_(0.5)  # new weights, same name: a new key, so the probe trains again
+    evaluation.evaluate(ws, [evaluation.Candidate(model_source(model, "reuse-me"), "test")], [task])
+    assert calls == [model_source(model, "reuse-me").key]

@@ -129,24 +129,14 @@ class SeedBand:
     accuracies: list[float]
 
     @property
-    def loss_high(self) -> float:
-        """Upper edge of the band: the worst loss over seeds."""
-        return max(self.losses)
+    def loss_range(self) -> tuple[float, float]:
+        """The band's edges: the best and the worst held-out loss over seeds."""
+        return min(self.losses), max(self.losses)
 
     @property
-    def loss_low(self) -> float:
-        """Lower edge of the band: the best loss over seeds."""
-        return min(self.losses)
-
-    @property
-    def accuracy_low(self) -> float:
-        """Lower edge of the accuracy band."""
-        return min(self.accuracies)
-
-    @property
-    def accuracy_high(self) -> float:
-        """Upper edge of the accuracy band."""
-        return max(self.accuracies)
+    def accuracy_range(self) -> tuple[float, float]:
+        """The lowest and the highest masked accuracy over seeds."""
+        return min(self.accuracies), max(self.accuracies)
 
 
 def finetune_band(ws: Workspace, base_dir: str | Path, data: dict[str, SSLData], finetune: PretrainScale,

@@ -85,5 +85,5 @@ def test_finetune_band_repeats_a_seed_exactly_and_resumes(smoke_ws):
     band = finetune_band(smoke_ws, base.model_dir, data, finetune, [0, 1])
     again = finetune_band(smoke_ws, base.model_dir, data, finetune, [0])  # finished run: reloaded, not retrained
     assert again.losses[0] == band.losses[0]
-    assert band.loss_low <= band.loss_high and np.isfinite(band.losses).all()
+    assert band.loss_range == (min(band.losses), max(band.losses)) and np.isfinite(band.losses).all()
     assert (smoke_ws.run_dir("baseline-finetune-seed1") / "model").is_dir()

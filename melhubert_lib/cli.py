@@ -129,5 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments and run the chosen stage."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["s3prl-downstream"] and not {"-h", "--help"} & set(argv[1:2]):
+        # argparse's REMAINDER drops leading options such as `-m train`, so s3prl's arguments bypass the parser
+        _s3prl_downstream(argparse.Namespace(s3prl_args=argv[1:]))
+        return
     args = build_parser().parse_args(argv)
     args.func(args)

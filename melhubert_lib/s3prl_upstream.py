@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from .model import STATS_NAME, MelHuBERT
 
 HUB_NAME = "melhubert_suite"
 SAMPLE_RATE = 16_000
+RECIPES = Path(__file__).with_name("s3prl_recipes")
 
 
 class MelHuBERTUpstream(UpstreamBase):
@@ -64,8 +66,17 @@ def register() -> None:
 
 
 def run_downstream(argv: list[str]) -> None:
-    """Run s3prl's own run_downstream.py (SUPERB recipes) with this suite's upstream registered."""
+    """Run s3prl's own run_downstream.py (SUPERB recipes) with this suite's upstream registered.
+
+    Configs for the recipes that run on this suite's corpus layouts are in `RECIPES`.
+    """
+    from s3prl.downstream.voxceleb1 import dataset as voxceleb1_dataset
+
     register()
     script = Path(hub.__file__).with_name("run_downstream.py")
     sys.argv = [str(script), *argv]
-    runpy.run_path(str(script), run_name="__main__")
+    with tempfile.TemporaryDirectory(prefix="s3prl-file-lists-") as file_lists:
+        # s3prl's voxceleb1 recipe caches its file lists inside its install folder under the split name alone,
+        # so a second corpus would silently reuse the first one's lists: every run builds its own
+        voxceleb1_dataset.CACHE_PATH = file_lists
+        runpy.run_path(str(script), run_name="__main__")

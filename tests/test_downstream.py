@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -21,7 +23,7 @@ from melhubert_lib.layer_features import logmel_source, mean_pool, model_source,
 from melhubert_lib.model import MelHuBERT, preset
 from melhubert_lib.representations import hidden_states
 from melhubert_lib.results import append_rows
-from melhubert_lib.s3prl_upstream import HUB_NAME, melhubert_suite, register
+from melhubert_lib.s3prl_upstream import HUB_NAME, RECIPES, melhubert_suite, register
 from melhubert_lib.scales import DownstreamScale
 from melhubert_lib.tasks import TaskData, TaskSpec, TaskSplit, get_task, load_task
 from melhubert_lib.workspace import model_inputs, split_utterances
@@ -204,6 +206,28 @@ def test_s3prl_entry_rejects_what_is_not_a_suite_checkpoint(smoke_ws, tmp_path):
     bare = MelHuBERT(preset("smoke")).save_pretrained(tmp_path / "bare")  # no feature statistics
     with pytest.raises(ValueError, match="feature_stats"):
         melhubert_suite(str(bare))
+
+
+def test_s3prl_run_downstream_trains_the_voxceleb1_recipe_on_the_corpus(smoke_ws, tmp_path):
+    ckpt = baseline.untrained_model(smoke_ws).save_pretrained(tmp_path / "ckpt")
+    vox = smoke_ws.corpus_root / "VoxCeleb1"
+    datarc = "config.downstream_expert.datarc"
+    overrides = (f"{datarc}.file_path={smoke_ws.corpus_root},,{datarc}.meta_data={vox / 'iden_split.txt'},,"
+                 "config.runner.total_steps=4,,config.runner.log_step=2,,config.runner.eval_step=4,,"
+                 "config.runner.save_step=4")
+    command = [sys.executable, "-m", "melhubert_lib", "s3prl-downstream", "-m", "train", "-u", HUB_NAME,
+               "-k", str(ckpt), "-d", "voxceleb1", "-c", str(RECIPES / "voxceleb1_sid.yaml"),
+               "-p", str(tmp_path / "exp"), "--device", "cpu", "-o", overrides]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = (tmp_path / "exp" / "log.log").read_text()
+    assert "dev at step 4" in log and "test at step 4" in log
+    assert (tmp_path / "exp" / "states-4.ckpt").is_file()
+    split = [line.split() for line in (vox / "iden_split.txt").read_text().splitlines()]
+    for code, name in (("2", "dev"), ("3", "test")):
+        predicted = (tmp_path / "exp" / f"{name}_predict.txt").read_text().splitlines()
+        assert len(predicted) == sum(c == code for c, _ in split)  # this corpus's lists, not a cached other one
+        assert all(line.split()[1].startswith("id1") for line in predicted)
 
 
 def test_append_rows_replaces_rows_with_the_same_key(tmp_path):

@@ -19,7 +19,7 @@ from .corpus import LABELED_SPLITS
 from .frames import FrameStore, cached
 from .model import MelHuBERT
 from .phone_probe import stack_context
-from .representations import hidden_states
+from .representations import stacked_hidden_states
 from .tasks import TaskData
 from .workspace import Workspace, clip_inputs, model_inputs
 
@@ -38,9 +38,7 @@ class FeatureSource:
         if self.model is None:
             feats = stack_context(inputs, self.context) if self.context else inputs
             return feats.map(lambda f: f[:, None, :].astype(np.float16))
-        per_layer = hidden_states(self.model, inputs, dtype=np.float16)
-        stacked = np.stack([per_layer[layer].data for layer in sorted(per_layer)], axis=1)
-        return FrameStore(stacked, per_layer[0].offsets, inputs.utt_ids)
+        return stacked_hidden_states(self.model, inputs, dtype=np.float16)
 
 
 def logmel_source(context: int = 0) -> FeatureSource:

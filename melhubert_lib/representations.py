@@ -11,25 +11,35 @@ from .model import MelHuBERT
 
 
 @torch.no_grad()
-def hidden_states(model: MelHuBERT, feats: FrameStore, layers: list[int] | None = None,
-                  batch_seconds: float = 120.0, dtype: np.dtype = np.float32) -> dict[int, FrameStore]:
-    """Unmasked hidden states per utterance: {layer: FrameStore}; layer 0 is the encoder input.
+def stacked_hidden_states(model: MelHuBERT, feats: FrameStore, layers: list[int] | None = None,
+                          batch_seconds: float = 120.0, dtype: np.dtype = np.float32) -> FrameStore:
+    """Unmasked hidden states per utterance as one (T, len(layers), D) matrix each; layer 0 is the encoder input.
 
-    `layers` defaults to all (0..depth). Utterances are processed whole, sorted by length.
+    `layers` defaults to all (0..depth). Utterances are processed whole, sorted by length, and written
+    straight into one preallocated array (no per-utterance copies to concatenate afterwards).
     """
     was_training = model.training
     model.eval()
     layers = list(range(model.config.depth + 1)) if layers is None else layers
-    top = max(layers)
     per_sec = 1000 // model.config.frame_ms
     lengths = feats.lengths()
-    arrays: dict[int, list[np.ndarray | None]] = {layer: [None] * len(feats) for layer in layers}
+    data = np.empty((int(feats.offsets[-1]), len(layers), model.config.d_model), dtype=dtype)
     for crops in eval_batches(lengths, int(lengths.max(initial=1)), int(batch_seconds * per_sec)):
         batch = collate(crops, feats)
-        out = model(batch.feats, batch.lengths, n_layers=top)
-        for layer in layers:
-            h = out.hidden_states[layer]
+        out = model(batch.feats, batch.lengths, n_layers=max(layers))
+        for column, layer in enumerate(layers):
+            h = out.hidden_states[layer].numpy()
             for row, c in enumerate(crops):
-                arrays[layer][c.index] = h[row, : c.length].numpy().astype(dtype)
+                start = int(feats.offsets[c.index]) + c.start
+                data[start : start + c.length, column] = h[row, : c.length]
     model.train(was_training)
-    return {layer: FrameStore.from_arrays(arrays[layer], feats.utt_ids) for layer in layers}
+    return FrameStore(data, feats.offsets.copy(), list(feats.utt_ids))
+
+
+def hidden_states(model: MelHuBERT, feats: FrameStore, layers: list[int] | None = None,
+                  batch_seconds: float = 120.0, dtype: np.dtype = np.float32) -> dict[int, FrameStore]:
+    """Unmasked hidden states per utterance: {layer: FrameStore}; layer 0 is the encoder input."""
+    layers = list(range(model.config.depth + 1)) if layers is None else layers
+    stacked = stacked_hidden_states(model, feats, layers, batch_seconds, dtype)
+    return {layer: FrameStore(np.ascontiguousarray(stacked.data[:, column]), stacked.offsets, stacked.utt_ids)
+            for column, layer in enumerate(layers)}

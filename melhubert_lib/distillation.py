@@ -2,22 +2,26 @@
 
 Losses: the authors' KL divergence from the teacher's cluster distribution to the student's (T = 1,
 unmasked input, every non-padded frame), or DistilHuBERT's prediction of chosen teacher layers
-(L1 + cosine). A student keeps the teacher's width and its first
-`depth` layers' shapes; it starts from the teacher's first layers (and cluster head) or at random.
+(L1 + cosine). A student takes the shapes of the teacher's first `depth` layers, optionally with a
+narrower FFN; it starts from the teacher's first layers (and cluster head) or at random. Students are the
+levels of a distillation run, each labelled by its share of the teacher's layer parameters.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .batching import Batch
+from .low_rank import shrink_ffn
 from .model import MelHuBERT, MelHuBERTOutput
 from .pretrain import Objective
+from .scales import StudentShape
 
 
 class _TeacherObjective(Objective):
@@ -121,13 +125,20 @@ def make_objective(name: str, teacher: MelHuBERT, teacher_layers: list[int] | No
     raise ValueError(f"loss={name!r}: choose 'kl' (cluster KL) or 'layers' (DistilHuBERT layer prediction)")
 
 
-def student_from_teacher(teacher: MelHuBERT, depth: int, init: str = "teacher", seed: int = 0) -> MelHuBERT:
-    """A `depth`-layer model shaped like the teacher's first layers; weights from them ("teacher") or random."""
+def student_from_teacher(teacher: MelHuBERT, depth: int, init: str = "teacher", seed: int = 0,
+                         ffn_dim: int | None = None) -> MelHuBERT:
+    """A `depth`-layer model shaped like the teacher's first layers; weights from them ("teacher") or random.
+
+    `ffn_dim` narrows every student FFN to that many units, keeping the units of highest L1 score
+    (the FFN-shrink score), so a teacher-initialised narrow student starts from the teacher's strongest units.
+    """
     cfg = teacher.config
     if not 1 <= depth <= cfg.depth:
         raise ValueError(f"a student of depth {depth} needs a teacher at least that deep (teacher depth {cfg.depth})")
     if init not in ("teacher", "random"):
         raise ValueError(f"init={init!r}: choose 'teacher' or 'random'")
+    if ffn_dim is not None and not 1 <= ffn_dim <= min(cfg.ffn_dims[:depth]):
+        raise ValueError(f"student ffn_dim {ffn_dim} outside [1, {min(cfg.ffn_dims[:depth])}] (the teacher's width)")
     ranks = {k: v for k, v in cfg.ranks.items() if int(k.split(".")[1]) < depth}
     student_cfg = dataclasses.replace(cfg, heads=cfg.heads[:depth], ffn_dims=cfg.ffn_dims[:depth], ranks=ranks,
                                       head_ids=cfg.head_ids[:depth])
@@ -137,6 +148,11 @@ def student_from_teacher(teacher: MelHuBERT, depth: int, init: str = "teacher", 
         own = student.state_dict()
         student.load_state_dict({k: v for k, v in teacher.state_dict().items() if k in own})
     student.feature_stats = teacher.feature_stats
+    if ffn_dim is not None and ffn_dim < max(student_cfg.ffn_dims):
+        if len(set(student_cfg.ffn_dims)) > 1:
+            raise ValueError(f"narrow students need equal FFN widths in the teacher's first layers, got "
+                             f"{student_cfg.ffn_dims}")
+        student = shrink_ffn(student, student_cfg.ffn_dims[0] - ffn_dim)
     return student
 
 
@@ -145,6 +161,27 @@ def first_layers(teacher: MelHuBERT, depth: int) -> MelHuBERT:
     return student_from_teacher(teacher, depth, "teacher").eval()
 
 
-def distillation_step(teacher: MelHuBERT, init: str = "teacher") -> Callable[[MelHuBERT, float], MelHuBERT]:
-    """A one-shot compression step: the student of depth `setting` (trained afterwards with `ClusterKL`)."""
-    return lambda _model, depth: student_from_teacher(teacher, int(depth), init)
+def _layer_params(model: MelHuBERT) -> int:
+    return sum(p.numel() for p in model.layers.parameters())
+
+
+@dataclass(frozen=True)
+class DistillationLadder:
+    """Students as compression levels: `settings[i]` is student i's share of the teacher's layer parameters."""
+
+    settings: list[float]
+    step: Callable[[MelHuBERT, float], MelHuBERT]  # (ignored model, setting) -> untrained student
+
+
+def distillation_ladder(teacher: MelHuBERT, students: Sequence[StudentShape],
+                        init: str = "teacher") -> DistillationLadder:
+    """The levels of a distillation run: each student's setting is its share of the teacher's layer parameters."""
+    shapes = {}
+    for shape in students:
+        student = student_from_teacher(teacher, shape.depth, init, ffn_dim=shape.ffn_dim)
+        share = round(_layer_params(student) / _layer_params(teacher), 4)
+        if share in shapes:
+            raise ValueError(f"students {shapes[share]} and {shape} have the same size; give each a different one")
+        shapes[share] = shape
+    return DistillationLadder(list(shapes), lambda _model, share: student_from_teacher(
+        teacher, shapes[share].depth, init, ffn_dim=shapes[share].ffn_dim))

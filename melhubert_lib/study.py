@@ -4,6 +4,7 @@ scores relative to the baseline, and the baseline's fine-tuning band for the SSL
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,11 +63,11 @@ def spread_levels(n_levels: int, per_run: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(n_levels, n_levels / per_run, per_run)})
 
 
-def checkpoints_to_judge(ws: Workspace, per_run: int) -> list[JudgedCheckpoint]:
-    """Evenly spread compressed levels of every run in `results/compression.csv`, plus the first-N-layer models."""
+def checkpoints_to_judge(ws: Workspace, per_run: int, skip_runs: Sequence[str] = ()) -> list[JudgedCheckpoint]:
+    """Evenly spread compressed levels of every run in `results/compression.csv` (but `skip_runs`), plus first-N."""
     table = read_results(ws, RESULTS_FILE)
     chosen = []
-    for run, levels in table[table.level > 0].groupby("run", sort=False):
+    for run, levels in table[(table.level > 0) & ~table.run.isin(list(skip_runs))].groupby("run", sort=False):
         levels = levels.set_index("level").sort_index()
         for level in spread_levels(int(levels.index.max()), per_run):
             row = levels.loc[level]

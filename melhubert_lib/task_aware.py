@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from .batching import Batch, collate, eval_batches
 from .downstream import Probe, probe_loss
 from .frames import FrameStore
 from .head_pruning import gradient_head_importance
@@ -42,28 +43,17 @@ def task_head_importance(ws: Workspace, model: MelHuBERT, task: TaskData, probe:
 
 def _task_losses(inputs: FrameStore, labels: list, n: int, probe: Probe,
                  pooled: bool) -> Iterator[Callable[[MelHuBERT], torch.Tensor]]:
-    """Loss functions over batches of the first `n` utterances (in order: the score is a sum, order is moot)."""
-    lengths = inputs.lengths()
-    start = 0
-    while start < n:
-        stop = start + 1
-        while stop < n and int(lengths[start:stop + 1].max()) * (stop + 1 - start) <= BATCH_FRAMES:
-            stop += 1
-        rows = list(range(start, stop))
-        start = stop
-        yield _batch_loss(inputs, labels, rows, probe, pooled)
+    """Loss functions over length-sorted batches of the first `n` utterances (the score is a sum: order is moot)."""
+    lengths = inputs.lengths()[:n]
+    for crops in eval_batches(lengths, int(lengths.max(initial=1)), BATCH_FRAMES):
+        yield _batch_loss(collate(crops, inputs), [labels[c.index] for c in crops], probe, pooled)
 
 
-def _batch_loss(inputs: FrameStore, labels: list, rows: list[int], probe: Probe,
-                pooled: bool) -> Callable[[MelHuBERT], torch.Tensor]:
-    lens = torch.tensor([len(inputs[i]) for i in rows])
-    feats = torch.zeros(len(rows), int(lens.max()), inputs.data.shape[1])
-    for j, i in enumerate(rows):
-        feats[j, : lens[j]] = torch.from_numpy(inputs[i]).float()
-    batch_labels = [labels[i] for i in rows]
+def _batch_loss(batch: Batch, batch_labels: list, probe: Probe, pooled: bool) -> Callable[[MelHuBERT], torch.Tensor]:
+    lens = batch.lengths
 
     def loss(model: MelHuBERT) -> torch.Tensor:
-        layers = torch.stack(model(feats, lens).hidden_states, dim=2)  # (B, T, L, D)
+        layers = torch.stack(model(batch.feats, lens).hidden_states, dim=2)  # (B, T, L, D)
         if pooled:
             valid = (torch.arange(layers.shape[1])[None, :] < lens[:, None]).float()[:, :, None, None]
             layers = (layers * valid).sum(1, keepdim=True) / lens[:, None, None, None]

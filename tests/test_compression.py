@@ -70,9 +70,12 @@ def test_distillation_levels_train_students_on_the_teachers_distribution(setup):
     ws, start, data = setup
     comp = ws.scale.compression
     teacher = MelHuBERT.from_pretrained(start)
-    run = compress_levels(ws, "distillation", "distill", start, list(comp.student_depths),
-                          distillation.distillation_step(teacher), data, comp.finetune, iterative=False,
-                          objective=distillation.ClusterKL(MelHuBERT.from_pretrained(start)))
-    assert [run.model(i + 1).config.depth for i in range(len(comp.student_depths))] == list(comp.student_depths)
+    ladder = distillation.distillation_ladder(teacher, comp.students)
+    run = compress_levels(ws, "distillation", "distill", start, ladder.settings, ladder.step, data, comp.distill,
+                          iterative=False, objective=distillation.ClusterKL(MelHuBERT.from_pretrained(start)))
+    shapes = [(run.model(i + 1).config.depth, run.model(i + 1).config.ffn_dims[0]) for i in range(len(comp.students))]
+    assert shapes == [(s.depth, s.ffn_dim or teacher.config.ffn_dims[0]) for s in comp.students]
+    params = run.table().params.tolist()
+    assert params == sorted(params, reverse=True) and len(set(params)) == len(params)  # strictly smaller students
     metrics = pd.read_csv(ws.run_dir("distill") / "level-01" / "metrics.csv")
     assert (metrics[(metrics.split == "train") & (metrics.metric == "loss")].value >= 0).all()  # a KL, not a CE

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from melhubert_lib.batching import Batch
-from melhubert_lib.distillation import ClusterKL, first_layers, student_from_teacher
+from melhubert_lib.distillation import ClusterKL, distillation_ladder, first_layers, student_from_teacher
+from melhubert_lib.low_rank import ffn_unit_scores
 from melhubert_lib.model import MelHuBERT, preset
+from melhubert_lib.scales import StudentShape
 
 
 def _teacher() -> MelHuBERT:
@@ -68,3 +70,31 @@ def test_layer_prediction_trains_its_heads_and_checkpoints_them(tiny_data, tmp_p
     assert set(state["objective"]) == set(objective.state_dict())
     with pytest.raises(ValueError, match="loss="):
         make_objective("mse", teacher)
+
+
+def test_a_narrow_student_keeps_the_teachers_strongest_ffn_units():
+    teacher = _teacher()
+    width = teacher.config.ffn_dims[0]
+    student = student_from_teacher(teacher, 1, "teacher", ffn_dim=width // 4)
+    assert student.config.ffn_dims == [width // 4]
+    kept = torch.sort(torch.argsort(ffn_unit_scores(teacher)[0], descending=True)[: width // 4]).values
+    t_ffn, s_ffn = teacher.layers[0].ffn, student.layers[0].ffn
+    torch.testing.assert_close(s_ffn.fc1.weight, t_ffn.fc1.weight[kept])
+    torch.testing.assert_close(s_ffn.fc2.weight, t_ffn.fc2.weight[:, kept])
+    torch.testing.assert_close(student.layers[0].attention.q_proj.weight, teacher.layers[0].attention.q_proj.weight)
+    with pytest.raises(ValueError, match="ffn_dim"):
+        student_from_teacher(teacher, 1, ffn_dim=width + 1)
+
+
+def test_ladder_settings_are_each_students_share_of_the_teachers_layer_parameters():
+    teacher = _teacher()
+    width = teacher.config.ffn_dims[0]
+    ladder = distillation_ladder(teacher, [StudentShape(2), StudentShape(1), StudentShape(1, width // 2)], "random")
+    layer_params = sum(p.numel() for p in teacher.layers.parameters())
+    for setting, (depth, ffn) in zip(ladder.settings, [(2, width), (1, width), (1, width // 2)], strict=True):
+        student = ladder.step(teacher, setting)
+        assert (student.config.depth, student.config.ffn_dims[0]) == (depth, ffn)
+        assert setting == pytest.approx(sum(p.numel() for p in student.layers.parameters()) / layer_params, abs=1e-4)
+    assert ladder.settings[0] == 1.0  # two layers of a two-layer teacher
+    with pytest.raises(ValueError, match="same size"):
+        distillation_ladder(teacher, [StudentShape(1), StudentShape(1, width)])

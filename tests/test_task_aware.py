@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from melhubert_lib import baseline
+from melhubert_lib.batching import Crop, collate
 from melhubert_lib.downstream import probe_loss, train_probe
 from melhubert_lib.head_pruning import pruning_step
 from melhubert_lib.layer_features import model_source, split_inputs, task_features
@@ -34,8 +35,9 @@ def test_live_task_loss_equals_the_probe_loss_on_the_cached_features(smoke_ws, p
     model, probes = probed
     task, feats, probe = probes[name]
     rows = [0, 1, 2]
-    live = _batch_loss(split_inputs(smoke_ws, task, "train"), task.splits["train"].labels, rows, probe,
-                       task.spec.kind == "utterance")
+    inputs = split_inputs(smoke_ws, task, "train")
+    batch = collate([Crop(i, 0, len(inputs[i])) for i in rows], inputs)
+    live = _batch_loss(batch, [task.splits["train"].labels[i] for i in rows], probe, task.spec.kind == "utterance")
     lengths = torch.tensor([len(feats["train"][i]) for i in rows])
     cached = torch.zeros(len(rows), int(lengths.max()), *feats["train"].data.shape[1:])
     for j, i in enumerate(rows):

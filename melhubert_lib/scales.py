@@ -177,8 +177,9 @@ SCALES: dict[str, Scale] = {
             checkpoint_every=200,
         ),
         compression=CompressionScale(
-            # 100 updates at 5e-5 leave the uncompressed baseline's held-out loss where it was (3.988 -> 3.987) and
-            # repair a 4-head level as well as 150 at 2e-4 (4.274 against 4.285), which raised the baseline's to 4.012
+            # chosen by a one-off comparison (one seed): 100 updates at 5e-5 left the baseline's held-out loss where it
+            # was (3.988 -> 3.987) and repaired a 4-head level as well as 150 at 2e-4 (4.274 vs 4.285; the latter raised
+            # the baseline's to 4.012); 08_q1_ssl_loss's band shows the baseline's movement in every default run
             finetune=PretrainScale(steps=100, lr=5e-5, batch_seconds=32.0, crop_seconds=4.0, log_every=10,
                                    eval_every=50, checkpoint_every=50),
             distill=PretrainScale(steps=150, lr=2e-4, batch_seconds=32.0, crop_seconds=4.0, log_every=10,

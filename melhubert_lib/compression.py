@@ -85,8 +85,12 @@ def compress_levels(ws: Workspace, method: str, run: str, start_dir: str | Path,
     root = ws.run_dir(run)
     valid = data["pretrain-valid"]
     teacher = MelHuBERT.from_pretrained(start_dir)
-    records = [_record(root / "level-00", lambda: _measure(ws, method, run, 0, 0.0, Path(start_dir), teacher,
-                                                            evaluate_ssl(teacher, valid), valid, 0, threads))]
+
+    def measure_start() -> LevelRecord:  # level 0: the starting model, before = after
+        metrics = evaluate_ssl(teacher, valid)
+        return _measure(ws, method, run, 0, 0.0, Path(start_dir), teacher, metrics, metrics, 0, threads)
+
+    records = [_record(root / "level-00", measure_start)]
     model = teacher
     for level, setting in enumerate(tqdm(settings, desc=f"{method} levels", leave=False), 1):
         origin = model if iterative else teacher
@@ -101,12 +105,12 @@ def compress_levels(ws: Workspace, method: str, run: str, start_dir: str | Path,
 def _run_level(ws: Workspace, method: str, run: str, level: int, setting: float, compressed: MelHuBERT,
                data: dict[str, SSLData], finetune: PretrainScale, prepare: Callable[[MelHuBERT], None] | None,
                threads: int, objective: Objective | None, plateau: Plateau | None) -> LevelRecord:
-    valid = data["pretrain-valid"]
-    before = evaluate_ssl(compressed, valid)
-    result = train(compressed, data["pretrain-train"], valid, finetune, ws.run_dir(run) / f"level-{level:02d}",
-                   seed=ws.seed, prepare=prepare, objective=objective, plateau=plateau)
+    result = train(compressed, data["pretrain-train"], data["pretrain-valid"], finetune,
+                   ws.run_dir(run) / f"level-{level:02d}", seed=ws.seed, prepare=prepare, objective=objective,
+                   plateau=plateau)
     tuned = MelHuBERT.from_pretrained(result.model_dir)
-    return _measure(ws, method, run, level, setting, result.model_dir, tuned, before, valid, result.steps, threads)
+    return _measure(ws, method, run, level, setting, result.model_dir, tuned, result.initial, result.final,
+                    result.steps, threads)
 
 
 def _record(level_dir: Path, build: Callable[[], LevelRecord], setting: float | None = None) -> LevelRecord:
@@ -124,8 +128,7 @@ def _record(level_dir: Path, build: Callable[[], LevelRecord], setting: float | 
 
 
 def _measure(ws: Workspace, method: str, run: str, level: int, setting: float, model_dir: Path, model: MelHuBERT,
-             before: SSLMetrics, valid: SSLData, steps: int, threads: int) -> LevelRecord:
-    after = evaluate_ssl(model, valid)
+             before: SSLMetrics, after: SSLMetrics, steps: int, threads: int) -> LevelRecord:
     cost = measure(model, threads=threads)
     rel = os.path.relpath(Path(model_dir).resolve(), ws.root.resolve())
     return LevelRecord(method, run, level, float(setting), rel, before.loss, before.accuracy, after.loss,

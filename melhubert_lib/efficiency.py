@@ -8,6 +8,7 @@ per MAC); CPU `scaled_dot_product_attention` counts zero there, so the two atten
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -93,8 +94,8 @@ class Efficiency:
     nonzero_params: int
     macs_per_second: float  # dense
     sparse_macs_per_second: float  # zero weights skipped (differs from dense only for weight-pruned models)
-    rtf: float  # median wall seconds per second of audio (batch 1, `seconds` of audio, `threads` threads)
-    rtf_iqr: float
+    rtf: float  # median wall seconds per second of audio (batch 1, `seconds` of audio, `threads` threads,
+    rtf_iqr: float  # measured by `process_speed` in a fresh process)
     seconds: float
     threads: int
     peak_memory_mb: float  # peak resident memory of a fresh process that loads the model and runs one pass
@@ -104,50 +105,65 @@ class Efficiency:
         return json.dumps(asdict(self), indent=2)
 
 
-@torch.no_grad()
-def real_time_factor(model: MelHuBERT, seconds: float = 10.0, threads: int = 1,
-                     min_run_time: float = 2.0) -> tuple[float, float]:
-    """Median and inter-quartile range of wall time per second of audio (torch.utils.benchmark, after warm-up)."""
-    frames = int(round(seconds * 1000 / model.config.frame_ms))
-    x = torch.randn(1, frames, model.config.input_dim)
-    was_training = model.training
-    model.eval()
-    timer = benchmark.Timer("model(x)", globals={"model": model, "x": x}, num_threads=threads)
-    timer.timeit(2)  # warm-up
-    measured = timer.blocked_autorange(min_run_time=min_run_time)
-    model.train(was_training)
-    return measured.median / seconds, measured.iqr / seconds
+# glibc hands freed blocks above 128 KiB back to the kernel, so every large activation of the next pass is
+# page-faulted in again (0.8 ms per 500 x 1024 FFN activation, a fixed cost no compression removes). CPU
+# inference normally runs on a caching allocator (jemalloc or tcmalloc in PyTorch's CPU tuning guide); the
+# timing process gets the same behaviour from glibc's own tunables. Other C libraries ignore the variable.
+CACHING_MALLOC = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=1073741824"}
 
 
-def peak_memory_mb(model: MelHuBERT, seconds: float = 10.0, threads: int = 1) -> float:
-    """Peak RSS (MiB) of a fresh Python process that loads `model` and runs one batch-1 pass over `seconds`."""
+@dataclass
+class ProcessSpeed:
+    """Speed and memory of a model measured in a fresh process (batch 1, `seconds` of audio, `threads` threads)."""
+
+    rtf: float  # median wall seconds per second of audio, after warm-up
+    rtf_iqr: float
+    peak_memory_mb: float  # peak resident memory after loading the model and running one pass
+
+
+def process_speed(model: MelHuBERT, seconds: float = 10.0, threads: int = 1, min_run_time: float = 1.0,
+                  sparse_kernels: bool = False) -> ProcessSpeed:
+    """Measure `model` in a fresh Python process with a caching allocator, so that neither this process's
+    memory nor its heap history colours the result; `sparse_kernels` runs pruned linear layers as CSR products."""
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
-        out = subprocess.run([sys.executable, "-m", "melhubert_lib.efficiency", tmp, str(seconds), str(threads)],
-                             capture_output=True, text=True, check=False)
+        command = [sys.executable, "-m", "melhubert_lib.efficiency", tmp, str(seconds), str(threads),
+                   str(min_run_time)] + (["--sparse-kernels"] if sparse_kernels else [])
+        out = subprocess.run(command, capture_output=True, text=True, check=False,
+                             env={**os.environ, **CACHING_MALLOC})
     if out.returncode != 0:
-        raise RuntimeError(f"memory probe failed: {out.stderr.strip()[-2000:]}")
-    return float(out.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"speed probe failed: {out.stderr.strip()[-2000:]}")
+    return ProcessSpeed(**json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def measure(model: MelHuBERT, seconds: float = 10.0, threads: int = 1) -> Efficiency:
     """Every cost figure of `model` (see `Efficiency`)."""
-    rtf, iqr = real_time_factor(model, seconds, threads)
+    speed = process_speed(model, seconds, threads)
     return Efficiency(
         params=model.num_parameters(), nonzero_params=model.num_parameters(nonzero=True),
         macs_per_second=count_macs(model, seconds).per_second,
-        sparse_macs_per_second=sparse_macs(model, seconds) / seconds, rtf=rtf, rtf_iqr=iqr, seconds=seconds,
-        threads=threads, peak_memory_mb=peak_memory_mb(model, seconds, threads),
+        sparse_macs_per_second=sparse_macs(model, seconds) / seconds, rtf=speed.rtf, rtf_iqr=speed.rtf_iqr,
+        seconds=seconds, threads=threads, peak_memory_mb=speed.peak_memory_mb,
     )
 
 
-def _memory_probe(directory: str, seconds: float, threads: int) -> None:
+@torch.no_grad()
+def _speed_probe(directory: str, seconds: float, threads: int, min_run_time: float, sparse_kernels: bool) -> None:
+    """Body of the fresh process: load, one pass (peak memory), then timed passes; prints ProcessSpeed as JSON."""
     torch.set_num_threads(threads)
     model = MelHuBERT.from_pretrained(directory).eval()
+    if sparse_kernels:
+        from .weight_pruning import with_sparse_kernels
+
+        model = with_sparse_kernels(model)
     frames = int(round(seconds * 1000 / model.config.frame_ms))
-    with torch.no_grad():
-        model(torch.randn(1, frames, model.config.input_dim))
-    print(_peak_rss_mb())
+    x = torch.randn(1, frames, model.config.input_dim)
+    model(x)
+    peak = _peak_rss_mb()
+    timer = benchmark.Timer("model(x)", globals={"model": model, "x": x}, num_threads=threads)
+    timer.timeit(2)  # warm-up
+    timed = timer.blocked_autorange(min_run_time=min_run_time)
+    print(json.dumps(asdict(ProcessSpeed(timed.median / seconds, timed.iqr / seconds, peak))))
 
 
 def _peak_rss_mb() -> float:
@@ -165,4 +181,5 @@ def _peak_rss_mb() -> float:
 
 
 if __name__ == "__main__":
-    _memory_probe(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))
+    _speed_probe(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]),
+                 "--sparse-kernels" in sys.argv[5:])

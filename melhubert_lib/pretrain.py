@@ -120,6 +120,12 @@ class TrainResult:
     metrics: pd.DataFrame  # tidy: step, split, metric, value
     final: SSLMetrics
 
+    @property
+    def initial(self) -> SSLMetrics:
+        """Held-out metrics of the model as it was handed to `train` (the step-0 evaluation, kept across resumes)."""
+        rows = self.metrics[(self.metrics.step == 0) & (self.metrics.split == "valid")].set_index("metric").value
+        return SSLMetrics(loss=float(rows["loss"]), accuracy=float(rows["accuracy"]), n_frames=self.final.n_frames)
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -248,8 +254,10 @@ def train(
     crop_frames = int(sched.crop_seconds * per_sec)
     batch_frames = int(sched.batch_seconds * per_sec)
     lengths = train_data.feats.lengths()
+    evaluated: tuple[int, SSLMetrics] | None = None  # the latest validation of this call: (step, metrics)
     if step == 0:  # the untrained starting point of the validation curve
         val = evaluate_ssl(model, valid_data, device=info.device)
+        evaluated = (0, val)
         metrics_rows += [_row(0, "valid", "loss", val.loss), _row(0, "valid", "accuracy", val.accuracy)]
     epoch, index = _locate(step, lengths, crop_frames, batch_frames, seed)
     batches = epoch_batches(lengths, crop_frames, batch_frames, seed, epoch)
@@ -278,6 +286,7 @@ def train(
                 writer.add_scalar("mel_hubert_masked_prediction/lr", optimizer.param_groups[0]["lr"], step)
         if step % sched.eval_every == 0 or step == sched.steps:
             val = evaluate_ssl(model, valid_data, device=info.device)
+            evaluated = (step, val)
             metrics_rows += [_row(step, "valid", "loss", val.loss), _row(step, "valid", "accuracy", val.accuracy)]
             plateaued = plateau is not None and plateau.reached(_valid_losses(metrics_rows))
             if writer:
@@ -296,7 +305,9 @@ def train(
         model.save_pretrained(model_dir)
     if info.world > 1:
         dist.barrier()  # every process may read the finished model next
-    final = evaluate_ssl(model, valid_data, device=info.device)
+    # the model has not changed since a validation at this step (each takes a pass over the held-out set)
+    final = evaluated[1] if evaluated is not None and evaluated[0] == step else evaluate_ssl(
+        model, valid_data, device=info.device)
     return TrainResult(run_dir, model_dir, step, pd.DataFrame(metrics_rows), final)
 
 

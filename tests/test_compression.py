@@ -8,6 +8,7 @@ import pytest
 from melhubert_lib import baseline, distillation, head_pruning, low_rank, weight_pruning
 from melhubert_lib.compression import RESULTS_FILE, compress_levels
 from melhubert_lib.model import MelHuBERT
+from melhubert_lib.pretrain import evaluate_ssl
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +27,10 @@ def test_head_pruning_levels_fine_tune_and_shrink(setup):
     assert [sum(run.model(i).config.heads) for i in range(3)] == [4, 3, 2]
     assert table.params.is_monotonic_decreasing and table.macs_per_second.is_monotonic_decreasing
     assert (table.loss_after.iloc[1:] != table.loss_before.iloc[1:]).all()  # fine-tuning changed the model
+    valid = data["pretrain-valid"]
+    pruned = head_pruning.pruning_step()(run.model(1), comp.heads_kept[1])  # level 2 before its fine-tuning
+    assert table.loss_before.iloc[2] == pytest.approx(evaluate_ssl(pruned, valid).loss, rel=1e-6)
+    assert table.loss_after.iloc[2] == pytest.approx(evaluate_ssl(run.model(2), valid).loss, rel=1e-6)
     on_disk = pd.read_csv(ws.results / RESULTS_FILE)
     assert set(on_disk[on_disk.run == "heads-l1"].level) == {0, 1, 2}
 

@@ -55,6 +55,18 @@ def test_resumed_training_equals_uninterrupted_training(tiny_data, tmp_path):
     pd.testing.assert_frame_equal(full.metrics, second.metrics)
 
 
+def test_initial_and_final_metrics_equal_fresh_evaluations_also_after_a_resume(tiny_data, tmp_path):
+    # final reuses the validation of the last step (eval_every divides steps), initial the step-0 validation
+    model = fresh_model()
+    given = evaluate_ssl(model, tiny_data["valid"])
+    train(model, tiny_data["train"], tiny_data["valid"], SCHED, tmp_path / "run", stop_after=5)
+    result = train(fresh_model(seed=99), tiny_data["train"], tiny_data["valid"], SCHED, tmp_path / "run")
+    trained = evaluate_ssl(MelHuBERT.from_pretrained(result.model_dir), tiny_data["valid"])
+    assert (result.initial.loss, result.initial.accuracy) == pytest.approx((given.loss, given.accuracy), rel=1e-6)
+    assert (result.final.loss, result.final.accuracy) == pytest.approx((trained.loss, trained.accuracy), rel=1e-6)
+    assert result.final.loss < given.loss
+
+
 def test_checkpoints_metrics_and_tensorboard_are_written(tiny_data, tmp_path):
     result = train(fresh_model(), tiny_data["train"], tiny_data["valid"], SCHED, tmp_path / "run")
     ckpts = sorted((tmp_path / "run" / "checkpoints").glob("step-*"))

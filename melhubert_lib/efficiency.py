@@ -94,8 +94,8 @@ class Efficiency:
     nonzero_params: int
     macs_per_second: float  # dense
     sparse_macs_per_second: float  # zero weights skipped (differs from dense only for weight-pruned models)
-    rtf: float  # median wall seconds per second of audio (batch 1, `seconds` of audio, `threads` threads,
-    rtf_iqr: float  # measured by `process_speed` in a fresh process)
+    rtf: float  # median wall seconds per second of audio (batch 1, `seconds`, `threads`; from `process_speed`)
+    rtf_iqr: float
     seconds: float
     threads: int
     peak_memory_mb: float  # peak resident memory of a fresh process that loads the model and runs one pass

@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .atomic import write_json_atomic
-from .efficiency import measure
+from .efficiency import EFFICIENCY_CACHE, measure
 from .model import MelHuBERT
 from .pretrain import Objective, Plateau, SSLData, SSLMetrics, evaluate_ssl, train
 from .results import append_rows
@@ -129,7 +129,7 @@ def _record(level_dir: Path, build: Callable[[], LevelRecord], setting: float | 
 
 def _measure(ws: Workspace, method: str, run: str, level: int, setting: float, model_dir: Path, model: MelHuBERT,
              before: SSLMetrics, after: SSLMetrics, steps: int, threads: int) -> LevelRecord:
-    cost = measure(model, threads=threads)
+    cost = measure(model, threads=threads, cache_dir=ws.cache / EFFICIENCY_CACHE)
     rel = os.path.relpath(Path(model_dir).resolve(), ws.root.resolve())
     return LevelRecord(method, run, level, float(setting), rel, before.loss, before.accuracy, after.loss,
                        after.accuracy, cost.params, cost.nonzero_params, cost.macs_per_second,

@@ -57,7 +57,8 @@ class ClusterKL(_TeacherObjective):
                  device: torch.device) -> tuple[torch.Tensor, float]:
         """Summed per-frame KL (scaled by T^2) and how often the student's argmax cluster equals the teacher's."""
         teacher_out, student_out, valid = self._run(model, part, device)
-        teacher_logits, student_logits = teacher_out.logits, student_out.logits
+        # float32 loss also under bfloat16 autocast
+        teacher_logits, student_logits = teacher_out.logits.float(), student_out.logits.float()
         t = self.temperature
         kl = F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1),
                       log_target=True, reduction="none").sum(-1)
@@ -108,9 +109,9 @@ class LayerPrediction(_TeacherObjective):
         loss = torch.zeros(last.shape[:2], device=device)
         cosine = torch.zeros_like(loss)
         for head, j in zip(self.heads, self.teacher_layers, strict=True):
-            pred = head(last)
-            cos = F.cosine_similarity(pred, targets[j], dim=-1)
-            loss = loss + (pred - targets[j]).abs().mean(-1) - F.logsigmoid(cos)
+            pred, target = head(last).float(), targets[j].float()  # float32 loss also under bfloat16 autocast
+            cos = F.cosine_similarity(pred, target, dim=-1)
+            loss = loss + (pred - target).abs().mean(-1) - F.logsigmoid(cos)
             cosine = cosine + cos.detach() / len(self.heads)
         return loss[valid].sum(), float(((cosine > 0.5) & valid).sum())
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .bootstrap import Difference, paired_rate_difference
 from .downstream import TaskResult, evaluate_source
-from .efficiency import Efficiency, measure
+from .efficiency import EFFICIENCY_CACHE, Efficiency, measure
 from .layer_features import FeatureSource
 from .results import append_rows
 from .tasks import TaskData
@@ -70,7 +70,8 @@ def evaluate(ws: Workspace, candidates: list[Candidate], tasks: list[TaskData],
                 todo.append(task)
         if not todo:
             continue
-        cost = measure(cand.source.model, threads=threads) if cand.source.model is not None else None
+        model = cand.source.model
+        cost = measure(model, threads=threads, cache_dir=ws.cache / EFFICIENCY_CACHE) if model is not None else None
         for result in evaluate_source(ws, cand.source, todo, seeds=seeds):
             scores += _score_rows(cand, result, cost)
             weights += [{"source": cand.source.name, "task": result.task, "seed": result.seed, "layer": i,

@@ -9,7 +9,6 @@ only: mean pooling commutes with the Featurizer's weighted sum, so the pooled ca
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,11 +48,7 @@ def logmel_source(context: int = 0) -> FeatureSource:
 
 def model_source(model: MelHuBERT, name: str) -> FeatureSource:
     """A model as a feature source; its cache key is a hash of its configuration and weights."""
-    digest = hashlib.sha1(model.config.to_json().encode())
-    for key, tensor in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return FeatureSource(name, f"model-{digest.hexdigest()[:16]}", model=model.eval())
+    return FeatureSource(name, f"model-{model.content_hash()}", model=model.eval())
 
 
 def task_features(ws: Workspace, source: FeatureSource, task: TaskData, split: str) -> FrameStore:

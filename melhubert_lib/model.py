@@ -8,6 +8,7 @@ alone (`MelHuBERT.from_pretrained`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, replace
@@ -309,11 +310,19 @@ class MelHuBERT(nn.Module):
             select &= out.mask.to(targets.device)
         if out.padding_mask is not None:
             select &= ~out.padding_mask
-        logits = out.logits[select]
+        logits = out.logits[select].float()  # float32 loss also under bfloat16 autocast
         tgt = targets[select]
         out.n_masked = int(tgt.numel())
         out.loss = F.cross_entropy(logits, tgt, reduction="sum") / max(out.n_masked, 1)
         out.correct = int((logits.argmax(-1) == tgt).sum())
+
+    def content_hash(self) -> str:
+        """A short hash of the configuration and every weight: equal for the same checkpoint, wherever it is loaded."""
+        digest = hashlib.sha1(self.config.to_json().encode())
+        for key, tensor in sorted(self.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def num_parameters(self, nonzero: bool = False) -> int:
         """Total parameters, or only the non-zero ones (after weight pruning)."""

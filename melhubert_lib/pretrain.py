@@ -353,7 +353,8 @@ def _train_step(wrapped: torch.nn.Module, model: MelHuBERT, optimizer: torch.opt
                 scale = 0.0
             else:
                 scale = 1.0
-            part_sum, part_correct = objective(wrapped, batch.select(mine.tolist()), mask[mine], info.device)
+            with torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=sched.precision == "bfloat16"):
+                part_sum, part_correct = objective(wrapped, batch.select(mine.tolist()), mask[mine], info.device)
             part_sum = part_sum * scale
             (part_sum * info.world / max(n_total, 1)).backward()
             loss_sum += part_sum.detach()

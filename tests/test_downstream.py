@@ -171,6 +171,26 @@ def test_efficiency_report_is_json_with_nonzero_parameters():
     assert report["rtf"] > 0 and report["peak_memory_mb"] > 50  # a python + torch process is never smaller
 
 
+def test_measure_reuses_a_stored_measurement_of_the_same_weights_only(tmp_path, monkeypatch):
+    from melhubert_lib import efficiency
+
+    model = MelHuBERT(preset("smoke"))
+    first = measure(model, seconds=1.0, cache_dir=tmp_path)
+    reloaded = MelHuBERT.from_pretrained(model.save_pretrained(tmp_path / "ckpt"))
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timed again although this checkpoint was measured")
+
+    monkeypatch.setattr(efficiency, "process_speed", no_timing)
+    assert measure(reloaded, seconds=1.0, cache_dir=tmp_path) == first  # same weights: the stored figures
+    with pytest.raises(AssertionError, match="timed again"):
+        measure(reloaded, seconds=2.0, cache_dir=tmp_path)  # another setting
+    with torch.no_grad():
+        reloaded.layers[0].ffn.fc1.weight.zero_()
+    with pytest.raises(AssertionError, match="timed again"):
+        measure(reloaded, seconds=1.0, cache_dir=tmp_path)  # other weights
+
+
 def test_peak_memory_is_the_measuring_process_own():
     from melhubert_lib.efficiency import process_speed
 

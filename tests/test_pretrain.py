@@ -30,18 +30,20 @@ def params(model: MelHuBERT) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_training_lowers_the_held_out_loss(tiny_data, tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_training_lowers_the_held_out_loss(tiny_data, tmp_path, precision):
     model = fresh_model()
     before = evaluate_ssl(model, tiny_data["valid"])
-    sched = dataclasses.replace(SCHED, steps=60, eval_every=60, checkpoint_every=60, lr=3e-3)
+    sched = dataclasses.replace(SCHED, steps=60, eval_every=60, checkpoint_every=60, lr=3e-3, precision=precision)
     result = train(model, tiny_data["train"], tiny_data["valid"], sched, tmp_path / "run")
     assert result.final.loss < 0.7 * before.loss
     assert result.final.accuracy > before.accuracy + 0.2
 
 
-def test_resumed_training_equals_uninterrupted_training(tiny_data, tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_resumed_training_equals_uninterrupted_training(tiny_data, tmp_path, precision):
     # 34 steps cross an epoch boundary (about 24 batches per epoch); the stop at 29 is off every log interval
-    sched = dataclasses.replace(SCHED, steps=34, log_every=3, eval_every=10, checkpoint_every=100)
+    sched = dataclasses.replace(SCHED, steps=34, log_every=3, eval_every=10, checkpoint_every=100, precision=precision)
     full = train(fresh_model(), tiny_data["train"], tiny_data["valid"], sched, tmp_path / "full")
     first = train(fresh_model(), tiny_data["train"], tiny_data["valid"], sched, tmp_path / "split", stop_after=29)
     assert first.steps == 29 and not first.model_dir.exists()
@@ -53,6 +55,18 @@ def test_resumed_training_equals_uninterrupted_training(tiny_data, tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     pd.testing.assert_frame_equal(full.metrics, second.metrics)
+
+
+def test_bfloat16_precision_runs_the_training_forward_pass_in_bfloat16_only(tiny_data, tmp_path):
+    one_step = dataclasses.replace(SCHED, steps=1, eval_every=1, checkpoint_every=1)
+    runs = {p: train(fresh_model(), tiny_data["train"], tiny_data["valid"], dataclasses.replace(one_step, precision=p),
+                     tmp_path / p) for p in ("float32", "bfloat16")}
+    a, b = (MelHuBERT.from_pretrained(r.model_dir).state_dict() for r in runs.values())
+    assert all(v.dtype == torch.float32 for v in b.values())  # the weights stay float32
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the update came from another forward pass
+    assert runs["bfloat16"].initial == runs["float32"].initial  # validation is float32 either way
+    with pytest.raises(ValueError, match="precision='float16'"):
+        dataclasses.replace(SCHED, precision="float16")
 
 
 def test_initial_and_final_metrics_equal_fresh_evaluations_also_after_a_resume(tiny_data, tmp_path):

@@ -51,7 +51,7 @@ class PretrainScale:
     iterations: int = 1  # target iterations: 1 = targets from features only; 2 adds a hidden-layer stage
     stage2_layer: int = -1  # hidden layer whose k-means gives stage-2 targets (-1: middle layer)
     # "bfloat16": the training forward pass runs under autocast (weights, optimiser state, gradients' updates and
-    # every validation stay float32); on CPUs with AVX-512 BF16 a default-scale step runs about 1.6x faster
+    # every validation stay float32); on CPUs with AVX-512 BF16 default-scale pretraining runs about 1.5x faster
     precision: str = "float32"
 
     def __post_init__(self) -> None:

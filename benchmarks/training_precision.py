@@ -17,7 +17,6 @@ from pathlib import Path
 
 from melhubert_lib import baseline
 from melhubert_lib.pretrain import train
-from melhubert_lib.scales import PRECISIONS
 from melhubert_lib.workspace import open_workspace
 
 
@@ -33,7 +32,7 @@ def main() -> None:
     data = baseline.ssl_data(ws, baseline.acoustic_targets(ws))
     seconds = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for precision in PRECISIONS:
+        for precision in ("float32", "bfloat16"):
             sched = dataclasses.replace(ws.scale.pretrain, precision=precision, eval_every=args.eval_every,
                                         checkpoint_every=args.steps)
             start = time.perf_counter()

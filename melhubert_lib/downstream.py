@@ -25,7 +25,6 @@ from .scales import DownstreamScale
 from .tasks import SPLITS, TaskData
 from .workspace import Workspace
 
-LEARNING_RATES = {"PR": 2e-2, "ASR": 6e-3, "SID": 5e-3, "KS": 5e-3}
 BATCH_FRAMES = 4_000  # sequence tasks: frames per batch (small batches: more updates per second on CPU)
 BATCH_UTTERANCES = 64  # utterance tasks
 
@@ -56,10 +55,10 @@ class TaskResult:
     layer_weights: list[float]
     train_seconds: float
     probe: Probe | None = field(default=None, repr=False, compare=False)  # the selected epoch's probe
-    # per test utterance, in split order, for the headline metric: errors (edits, or 1 if misclassified) and units
-    # (reference tokens, or 1): what bootstrap intervals resample
-    test_errors: np.ndarray | None = field(default=None, repr=False, compare=False)
-    test_units: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # per metric and test utterance, in split order: errors (edits, or 1 if misclassified) and units (reference
+    # tokens, or 1): what bootstrap intervals resample
+    test_errors: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    test_units: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
 
 class Probe(nn.Module):
@@ -78,7 +77,14 @@ class Probe(nn.Module):
 
     def forward(self, layers: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, L, D) features and (B,) lengths -> (B, T, n_out) logits."""
-        layers = (layers - self.mean) / self.std
+        return self.head(self.standardize(layers), lengths)
+
+    def standardize(self, layers: torch.Tensor) -> torch.Tensor:
+        """Features in the probe's standard units (the same for every seed's probe of one upstream and task)."""
+        return (layers - self.mean) / self.std
+
+    def head(self, layers: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Standardised (B, T, L, D) features -> (B, T, n_out) logits."""
         hs, _ = self.featurizer(list(layers.unbind(2)), [lengths] * layers.shape[2])
         if self.lstm is not None:
             # padded rather than packed: packed LSTM backward is ~18x slower on CPU; batches are grouped by
@@ -95,48 +101,69 @@ class Probe(nn.Module):
 
 def evaluate_source(ws: Workspace, source: FeatureSource, tasks: list[TaskData],
                     settings: DownstreamScale | None = None, seeds: tuple[int, ...] | None = None) -> list[TaskResult]:
-    """Train and score a probe per task and seed on `source`'s cached layers."""
+    """Train and score a probe per task and seed on `source`'s cached layers (all seeds of a task in one pass)."""
     settings = settings or ws.scale.downstream
+    seeds = tuple(seeds if seeds is not None else settings.seeds)
     results = []
     for task in tasks:
         feats = {s: task_features(ws, source, task, s) for s in SPLITS}
-        for seed in seeds if seeds is not None else settings.seeds:
-            results.append(train_probe(source.name, task, feats, settings, seed))
+        results += train_probes(source.name, task, feats, settings, seeds)
     return results
 
 
 def train_probe(source: str, task: TaskData, feats: dict[str, FrameStore], settings: DownstreamScale,
                 seed: int) -> TaskResult:
     """Train one probe for `task` on per-split layer features; select the epoch on dev, score test."""
+    return train_probes(source, task, feats, settings, (seed,))[0]
+
+
+def train_probes(source: str, task: TaskData, feats: dict[str, FrameStore], settings: DownstreamScale,
+                 seeds: tuple[int, ...], order_seed: int | None = None) -> list[TaskResult]:
+    """Train one probe per seed in a single pass over the data; each selects its own epoch on dev.
+
+    The seeds differ in their probes' initialisation; they share the batches (shuffled by `order_seed`, default the
+    first seed) and each batch is read and standardised once for all of them. A seed's probe is computed exactly as
+    it would be alone with the same batch order: the seeds share no parameter, optimiser or gradient clipping.
+    """
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={seeds!r}: give one or more distinct probe seeds (DownstreamScale.seeds)")
     start = time.perf_counter()
-    torch.manual_seed(seed)
     data = {s: _Split(feats[s], task.splits[s].labels) for s in SPLITS}
     _, n_layers, width = feats["train"].data.shape
     layout = LayerLayout(n_layers, [width] * n_layers, [1] * n_layers)
     name = task.spec.name
     sequence = task.spec.kind == "sequence"
     lstm = settings.asr_hidden if name == "ASR" else 0
-    probe = Probe(layout, len(task.vocabulary), *_layer_stats(feats["train"]), lstm, settings.asr_layers)
-    opt = torch.optim.Adam(probe.parameters(), lr=LEARNING_RATES[name])
-    gen = torch.Generator().manual_seed(seed)
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    stats = _layer_stats(feats["train"])
+    probes = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        probes.append(Probe(layout, len(task.vocabulary), *stats, lstm, settings.asr_layers))
+    optimizers = [torch.optim.Adam(p.parameters(), lr=settings.learning_rates[name]) for p in probes]
+    gen = torch.Generator().manual_seed(seeds[0] if order_seed is None else order_seed)
+    best: list[tuple[float, int, dict[str, torch.Tensor], dict[str, float]] | None] = [None] * len(seeds)
     for epoch in range(1, settings.epochs[name] + 1):
-        probe.train()
+        for probe in probes:
+            probe.train()
         for batch in data["train"].batches(gen, sequence):
-            loss = probe_loss(probe, batch.feats, batch.lengths, batch.labels)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(probe.parameters(), 5.0)
-            opt.step()
-        dev = _score(probe, data["dev"], task).metrics
-        key = dev[task.spec.select_metric] * (1 if task.spec.lower_is_better else -1)
-        if best is None or key < best[0]:
-            best = (key, epoch, {k: v.clone() for k, v in probe.state_dict().items()}, dev)
-    assert best is not None
-    probe.load_state_dict(best[2])
-    test = _score(probe, data["test"], task)
-    return TaskResult(source, name, task.spec.metric, seed, best[3], test.metrics, best[1], probe.layer_weights(),
-                      time.perf_counter() - start, probe.eval(), test.errors, test.units)
+            layers = probes[0].standardize(batch.feats)
+            for probe, opt in zip(probes, optimizers, strict=True):
+                loss = logits_loss(probe.head(layers, batch.lengths), batch.lengths, batch.labels)
+                opt.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(probe.parameters(), 5.0)
+                opt.step()
+        for i, dev in enumerate(_score(probes, data["dev"], task)):
+            key = dev.metrics[task.spec.select_metric] * (1 if task.spec.lower_is_better else -1)
+            if best[i] is None or key < best[i][0]:
+                best[i] = (key, epoch, {k: v.clone() for k, v in probes[i].state_dict().items()}, dev.metrics)
+    for probe, (_, _, state, _) in zip(probes, best, strict=True):
+        probe.load_state_dict(state)
+    tests = _score(probes, data["test"], task)
+    seconds = (time.perf_counter() - start) / len(seeds)  # each seed's share of the pass
+    return [TaskResult(source, name, task.spec.metric, seed, dev, test.metrics, epoch, probe.layer_weights(), seconds,
+                       probe.eval(), test.errors, test.units)
+            for seed, probe, (_, epoch, _, dev), test in zip(seeds, probes, best, tests, strict=True)]
 
 
 def _padding(lengths: torch.Tensor, frames: int) -> torch.Tensor:
@@ -168,8 +195,8 @@ class _Batch:
 @dataclass
 class _Scored:
     metrics: dict[str, float]
-    errors: np.ndarray  # per utterance, headline metric
-    units: np.ndarray
+    errors: dict[str, np.ndarray]  # per metric, per utterance
+    units: dict[str, np.ndarray]
 
 
 class _Split:
@@ -216,7 +243,11 @@ def _bucketed(order: list[int], lengths: np.ndarray, bucket: int = 256) -> list[
 def probe_loss(probe: Probe, feats: torch.Tensor, lengths: torch.Tensor,
                labels: list[list[int]] | torch.Tensor) -> torch.Tensor:
     """The task loss of a batch: cross-entropy for class labels (a tensor), CTC for label sequences (lists)."""
-    logits = probe(feats, lengths)
+    return logits_loss(probe(feats, lengths), lengths, labels)
+
+
+def logits_loss(logits: torch.Tensor, lengths: torch.Tensor, labels: list[list[int]] | torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the first frame's logits for class labels (a tensor), CTC for label sequences (lists)."""
     if isinstance(labels, torch.Tensor):
         return F.cross_entropy(logits[:, 0], labels)
     targets = torch.cat([torch.tensor(t, dtype=torch.long) for t in labels])
@@ -226,27 +257,33 @@ def probe_loss(probe: Probe, feats: torch.Tensor, lengths: torch.Tensor,
 
 
 @torch.no_grad()
-def _score(probe: Probe, split: _Split, task: TaskData) -> _Scored:
-    """Accuracy (utterance tasks) or error rates: edits per reference phone (PER), word (WER) or character (CER)."""
-    probe.eval()
+def _score(probes: list[Probe], split: _Split, task: TaskData) -> list[_Scored]:
+    """Per probe: accuracy (utterance tasks) or error rates, edits per reference phone (PER), word (WER) or
+    character (CER), with each utterance's errors; every batch is read and standardised once for all probes."""
+    for probe in probes:
+        probe.eval()
     n = len(split.labels)
-    errors, units = np.zeros(n), np.ones(n)
-    if task.spec.kind == "utterance":
-        for b in split.batches(None, False):
-            errors[b.rows] = (probe(b.feats, b.lengths)[:, 0].argmax(-1) != b.labels).float().numpy()
-        return _Scored({"accuracy": 1.0 - errors.mean()}, errors, units)
-    edits: dict[str, int] = {}
-    total: dict[str, int] = {}
-    for batch in split.batches(None, True):
-        hyps = greedy_ctc(probe(batch.feats, batch.lengths), batch.lengths)
-        for row, hyp, ref in zip(batch.rows, hyps, batch.labels, strict=True):
-            for metric, (h, r) in _units(hyp, ref, task).items():
-                e = edit_distance(r, h)
-                edits[metric] = edits.get(metric, 0) + e
-                total[metric] = total.get(metric, 0) + len(r)
-                if metric == task.spec.metric:
-                    errors[row], units[row] = e, len(r)
-    return _Scored({m: edits[m] / max(total[m], 1) for m in edits}, errors, units)
+    sequence = task.spec.kind == "sequence"
+    metrics = task.spec.metrics
+    errors = {m: np.zeros((len(probes), n)) for m in metrics}
+    units = {m: np.ones((len(probes), n)) for m in metrics}
+    for batch in split.batches(None, sequence):
+        layers = probes[0].standardize(batch.feats)
+        for p, probe in enumerate(probes):
+            logits = probe.head(layers, batch.lengths)
+            if not sequence:
+                errors[task.spec.metric][p, batch.rows] = (logits[:, 0].argmax(-1) != batch.labels).float().numpy()
+                continue
+            for row, hyp, ref in zip(batch.rows, greedy_ctc(logits, batch.lengths), batch.labels, strict=True):
+                for metric, (h, r) in _units(hyp, ref, task).items():
+                    errors[metric][p, row], units[metric][p, row] = edit_distance(r, h), len(r)
+    scored = []
+    for p in range(len(probes)):
+        rates = {m: errors[m][p].sum() / max(units[m][p].sum(), 1) for m in metrics}
+        if not sequence:
+            rates = {task.spec.metric: 1.0 - rates[task.spec.metric]}  # accuracy
+        scored.append(_Scored(rates, {m: errors[m][p] for m in metrics}, {m: units[m][p] for m in metrics}))
+    return scored
 
 
 def greedy_ctc(logits: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:

@@ -14,20 +14,22 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .bootstrap import Difference, paired_rate_difference
+from .bootstrap import Difference, Interval, paired_rate_difference, rate_interval
 from .downstream import TaskResult, evaluate_source
 from .efficiency import EFFICIENCY_CACHE, Efficiency, measure
 from .layer_features import FeatureSource
 from .results import append_rows
-from .tasks import TaskData
+from .tasks import TASKS, TaskData
 from .workspace import Workspace
 
 DOWNSTREAM_FILE = "downstream.csv"
 LAYER_WEIGHTS_FILE = "layer_weights.csv"
-UTTERANCES_FILE = "test_utterances.csv"  # per test utterance: errors and units of the headline metric
+UTTERANCES_FILE = "test_utterances.csv"  # per test utterance and metric: errors and units
+UTTERANCE_KEY = ["source", "task", "seed", "metric", "utterance"]
 KEY = ["source", "task", "seed", "split", "metric"]
 
 
@@ -57,15 +59,15 @@ def evaluate(ws: Workspace, candidates: list[Candidate], tasks: list[TaskData],
     """
     seeds = tuple(seeds if seeds is not None else ws.scale.downstream.seeds)
     done_scores, done_weights = _stored(ws) if reuse else (pd.DataFrame(), pd.DataFrame())
-    scores, weights, utterances = [], [], []
+    reused_scores, reused_weights, scores, weights, utterances = [], [], [], [], []
     for cand in tqdm(candidates, desc="upstreams", leave=False):
         todo = []
         for task in tasks:
             rows = _rows_of(done_scores, cand, task.spec.name)
             layer_rows = _rows_of(done_weights, cand, task.spec.name, keyed=False)
             if rows is not None and layer_rows is not None and set(rows.seed) >= set(seeds):
-                scores += rows[rows.seed.isin(seeds)].to_dict("records")
-                weights += layer_rows[layer_rows.seed.isin(seeds)].to_dict("records")
+                reused_scores += rows[rows.seed.isin(seeds)].to_dict("records")
+                reused_weights += layer_rows[layer_rows.seed.isin(seeds)].to_dict("records")
             else:
                 todo.append(task)
         if not todo:
@@ -77,28 +79,74 @@ def evaluate(ws: Workspace, candidates: list[Candidate], tasks: list[TaskData],
             weights += [{"source": cand.source.name, "task": result.task, "seed": result.seed, "layer": i,
                          "weight": w} for i, w in enumerate(result.layer_weights)]
             utterances += [{"source": cand.source.name, "key": cand.source.key, "task": result.task,
-                            "seed": result.seed, "utterance": i, "errors": e, "units": u}
-                           for i, (e, u) in enumerate(zip(result.test_errors, result.test_units, strict=True))]
-    score_table, weight_table = pd.DataFrame(scores), pd.DataFrame(weights)
-    append_rows(ws.results / DOWNSTREAM_FILE, score_table, KEY)
-    append_rows(ws.results / LAYER_WEIGHTS_FILE, weight_table, ["source", "task", "seed", "layer"])
-    if utterances:
-        append_rows(ws.results / UTTERANCES_FILE, pd.DataFrame(utterances), ["source", "task", "seed", "utterance"])
+                            "seed": result.seed, "metric": metric, "utterance": i, "errors": e, "units": u}
+                           for metric, errors in result.test_errors.items()
+                           for i, (e, u) in enumerate(zip(errors, result.test_units[metric], strict=True))]
+    if scores:  # a source judged again (new weights, or other seeds) replaces all its rows for that task
+        append_rows(ws.results / DOWNSTREAM_FILE, pd.DataFrame(scores), KEY, replace=["source", "task"])
+        append_rows(ws.results / LAYER_WEIGHTS_FILE, pd.DataFrame(weights), ["source", "task", "seed", "layer"],
+                    replace=["source", "task"])
+        append_rows(ws.results / UTTERANCES_FILE, pd.DataFrame(utterances), UTTERANCE_KEY, replace=["source", "task"])
+    score_table = pd.DataFrame(reused_scores + scores)
+    weight_table = pd.DataFrame(reused_weights + weights)
     return Evaluation(score_table, weight_table)
 
 
-def error_difference(ws: Workspace, a: str, b: str, task: str, seed: int = 0) -> Difference:
-    """Test error rate of source `a` minus that of `b` on `task` (probe `seed`), with a paired bootstrap interval
-    over the test utterances (from `results/test_utterances.csv`; accuracy tasks: 1 - accuracy)."""
+def error_difference(ws: Workspace, a: str, b: str, task: str, seeds: tuple[int, ...] | None = None,
+                     metric: str | None = None) -> Difference:
+    """Test error rate of source `a` minus that of `b` on `task` (mean over probe `seeds`, default every seed on
+    file), with a paired 95 % bootstrap interval over the test utterances and the probe seeds (from
+    `results/test_utterances.csv`; accuracy tasks: 1 - accuracy). `metric`: the task's own unless given (ASR: CER)."""
+    return paired_rate_difference(*utterance_errors(ws, a, task, seeds, metric),
+                                  *utterance_errors(ws, b, task, seeds, metric))
+
+
+def error_interval(ws: Workspace, source: str, task: str, seeds: tuple[int, ...] | None = None,
+                   metric: str | None = None) -> Interval:
+    """Test error rate of `source` on `task` (mean over probe `seeds`, default every seed on file), with a 95 %
+    bootstrap interval over the test utterances and the probe seeds. `metric`: the task's own unless given."""
+    return rate_interval(*utterance_errors(ws, source, task, seeds, metric))
+
+
+def score_intervals(ws: Workspace, sources: list[str], tasks: list[str], headline: bool = False) -> pd.DataFrame:
+    """Tidy test scores of `sources` on every metric of `tasks` (ASR: WER and CER; only WER with `headline`): the mean
+    over the probe seeds on file with its 95 % interval over test utterances and seeds, as the metric itself
+    (`value`, `value_lo`, `value_hi`: accuracy or an error rate) and as an error rate (`error`, `error_lo`,
+    `error_hi`: 1 - accuracy for accuracy tasks)."""
+    rows, table = [], utterance_table(ws)
+    for task in tasks:
+        for metric in TASKS[task].metrics[:1] if headline else TASKS[task].metrics:
+            for source in sources:
+                errors, units = utterance_errors(ws, source, task, metric=metric, table=table)
+                iv = rate_interval(errors, units)
+                value, lo, hi = (1 - iv.value, 1 - iv.high, 1 - iv.low) if metric == "accuracy" else (
+                    iv.value, iv.low, iv.high)
+                rows.append({"source": source, "task": task, "metric": metric, "value": value, "value_lo": lo,
+                             "value_hi": hi, "error": iv.value, "error_lo": iv.low, "error_hi": iv.high,
+                             "probe_seeds": len(errors)})
+    return pd.DataFrame(rows)
+
+
+def utterance_table(ws: Workspace) -> pd.DataFrame:
+    """Every stored per-utterance test result (`results/test_utterances.csv`; empty if none yet)."""
     path = ws.results / UTTERANCES_FILE
-    table = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["source", "task", "seed"])
-    rows = {}
-    for name in (a, b):
-        rows[name] = table[(table.source == name) & (table.task == task) & (table.seed == seed)].sort_values(
-            "utterance")
-        if rows[name].empty:
-            raise ValueError(f"no per-utterance {task} results for {name!r} (seed {seed}) in {path}: evaluate it first")
-    return paired_rate_difference(rows[a].errors, rows[a].units, rows[b].errors, rows[b].units)
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=[*UTTERANCE_KEY, "errors", "units"])
+
+
+def utterance_errors(ws: Workspace, source: str, task: str, seeds: tuple[int, ...] | None = None,
+                     metric: str | None = None, table: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Errors and units of every test utterance, shape (seeds, utterances), from `results/test_utterances.csv`
+    (or from `table`, that file already read). `metric`: the task's own unless given."""
+    metric = metric or TASKS[task].metric
+    table = utterance_table(ws) if table is None else table
+    rows = table[(table.source == source) & (table.task == task) & (table.metric == metric)]
+    if seeds is not None:
+        rows = rows[rows.seed.isin(seeds)]
+    if rows.empty or (seeds is not None and set(rows.seed) != set(seeds)):
+        raise ValueError(f"no per-utterance {task} {metric} results for {source!r} (seeds {seeds or 'any'}) in "
+                         f"{ws.results / UTTERANCES_FILE}: evaluate it first")
+    wide = rows.pivot_table(index="seed", columns="utterance", values=["errors", "units"])
+    return wide["errors"].to_numpy(), wide["units"].to_numpy()
 
 
 def _stored(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -8,18 +8,24 @@ architecture untrained. Each feature set's layer is chosen on dev-clean and repo
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path
+from .bootstrap import paired_rate_difference, rate_interval
 from .corpus import LABELED_SPLITS
+from .distillation import first_layers
+from .downstream import evaluate_source
 from .frames import FrameStore
+from .layer_features import model_source
 from .model import MelHuBERT
 from .phone_probe import ProbeRun, frame_phone_labels, paired_difference, stack_context, train_linear_probe
 from .representations import hidden_states
+from .scales import DownstreamScale
+from .tasks import load_task
 from .workspace import Workspace, model_inputs, split_utterances
 
 CONTEXT = 4
@@ -74,9 +80,9 @@ def phone_probe_check(ws: Workspace, pretrained: MelHuBERT, untrained: MelHuBERT
         del per_split
     rows = []
     for (name, layer), run in runs.items():
-        low, high = run.test.interval()
+        interval = run.test.interval()
         rows.append({"features": name, "layer": layer, "dev_accuracy": run.dev.accuracy,
-                     "test_accuracy": run.test.accuracy, "test_low": low, "test_high": high})
+                     "test_accuracy": run.test.accuracy, "test_low": interval.low, "test_high": interval.high})
     table = pd.DataFrame(rows)
     best_idx = table.groupby("features")["dev_accuracy"].idxmax()
     table["best"] = table.index.isin(best_idx)
@@ -86,3 +92,52 @@ def phone_probe_check(ws: Workspace, pretrained: MelHuBERT, untrained: MelHuBERT
         diff = paired_difference(best["pretrained"].test, best[floor].test)
         margins.append({"floor": floor, "margin": diff.value, "low": diff.low, "high": diff.high})
     return LearningCheck(table=table, margins=pd.DataFrame(margins))
+
+
+@dataclass
+class DepthCheck:
+    """Does the baseline's depth matter for phonemes? SUPERB's PR probe over the first n layers, n = 1..all."""
+
+    per: pd.DataFrame  # source, layers, per, per_lo, per_hi (mean over probe seeds, 95 % interval)
+    gaps: pd.DataFrame  # shallower, deeper, gap, gap_lo, gap_hi (PER points of the shallower minus the deeper, 0-1)
+    layer_weights: list[float]  # the whole model's PR Featurizer weights (0 = encoder input), mean over seeds
+    # per source: test errors and units, shape (probe seeds, utterances), for further paired comparisons
+    errors: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def holds(self, aim: float) -> bool:
+        """True when every depth is resolvably worse than the next (intervals clear of zero), first-1 is at least
+        `aim` (0-1) worse than the whole model, and the Featurizer weighs a Transformer layer most."""
+        if self.gaps.empty:  # a one-layer model has no depth to matter
+            return False
+        whole = self.gaps[(self.gaps.shallower == "first-1") & (self.gaps.deeper == "all")].gap.iloc[0]
+        return bool((self.gaps.gap_lo > 0).all() and whole >= aim and int(np.argmax(self.layer_weights)) > 0)
+
+
+def pr_depth_check(ws: Workspace, model: MelHuBERT, settings: DownstreamScale | None = None) -> DepthCheck:
+    """PR probes (every seed of `settings`, default the scale's) on the first 1, 2, ... layers of `model` and on all
+    of it; paired intervals over test utterances and probe seeds for each depth against the next and for first-1
+    against the whole. Trains probes only (nothing is written to the results files); hidden states are cached."""
+    settings = settings or ws.scale.downstream
+    task = load_task(ws, "PR")
+    depth = model.config.depth
+    names = [f"first-{n}" for n in range(1, depth)] + ["all"]
+    errors, weights = {}, []
+    for n, name in enumerate(names, 1):
+        source = model_source(first_layers(model, n) if n < depth else model, name)
+        results = evaluate_source(ws, source, [task], settings)
+        errors[name] = (np.stack([r.test_errors["PER"] for r in results]),
+                        np.stack([r.test_units["PER"] for r in results]))
+        if name == "all":
+            weights = np.mean([r.layer_weights for r in results], axis=0).tolist()
+    per = []
+    for n, name in enumerate(names, 1):
+        iv = rate_interval(*errors[name])
+        per.append({"source": name, "layers": n, "per": iv.value, "per_lo": iv.low, "per_hi": iv.high})
+    pairs = list(zip(names[:-1], names[1:], strict=True))
+    if depth > 2:
+        pairs.append(("first-1", "all"))  # with depth 2 the one consecutive pair is this one
+    gaps = []
+    for shallower, deeper in pairs:
+        d = paired_rate_difference(*errors[shallower], *errors[deeper])
+        gaps.append({"shallower": shallower, "deeper": deeper, "gap": d.value, "gap_lo": d.low, "gap_hi": d.high})
+    return DepthCheck(pd.DataFrame(per), pd.DataFrame(gaps), weights, errors)

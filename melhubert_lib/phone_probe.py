@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bootstrap import Difference, paired_rate_difference, rate_interval
+from .bootstrap import Difference, Interval, paired_rate_difference, rate_interval
 from .corpus import PHONES, Utterance
 from .frames import FrameStore
 
@@ -53,7 +53,7 @@ class ProbeScore:
     correct: np.ndarray  # per utterance
     total: np.ndarray  # per utterance
 
-    def interval(self, seed: int = 0) -> tuple[float, float]:
+    def interval(self, seed: int = 0) -> Interval:
         """95 % bootstrap interval over utterances."""
         return rate_interval(self.correct, self.total, seed=seed)
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import seaborn as sns
 
 from .atomic import atomic_path
@@ -33,12 +34,19 @@ def set_style() -> None:
     plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight"})
 
 
-def save_figure(fig: plt.Figure, name: str, figures_dir: str | os.PathLike) -> list[Path]:
-    """Write `figures_dir/name.png` and `.pdf` atomically; return the two paths."""
+def save_figure(fig: plt.Figure, name: str, figures_dir: str | os.PathLike,
+                data: pd.DataFrame | None = None) -> list[Path]:
+    """Write `figures_dir/name.png` and `.pdf` atomically, and the tidy table the figure is drawn from (each point
+    with its estimate and interval bounds) as `figures_dir/data/name.csv` when given; return the paths."""
     written = []
     for ext in ("png", "pdf"):
         path = Path(figures_dir) / f"{name}.{ext}"
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext)
+        written.append(path)
+    if data is not None:
+        path = Path(figures_dir) / "data" / f"{name}.csv"
+        with atomic_path(path) as tmp:
+            data.to_csv(tmp, index=False, float_format="%.6g")
         written.append(path)
     return written

@@ -195,6 +195,20 @@ def _step_seed(seed: int, step: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + step * 7919 + rank) % (2**63)
 
 
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` multiplies bfloat16 matrices natively (CPU: AVX-512 BF16 or AMX tiles; CUDA: bf16 support)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a run uses: `precision` itself, or for "auto" bfloat16 where `device` has it natively."""
+    if precision == "auto":
+        return "bfloat16" if native_bfloat16(device) else "float32"
+    return precision
+
+
 def train(
     model: MelHuBERT,
     train_data: SSLData,
@@ -215,11 +229,13 @@ def train(
     applied to the model about to train (fresh or resumed), e.g. to register gradient masks.
     `objective` replaces masked prediction (distillation); validation still reports the SSL metrics.
     `plateau` ends the run (as finished) at the first evaluation where the held-out loss has stopped falling;
-    `sched.steps` is then the most it may take.
+    `sched.steps` is then the most it may take. A precision of "auto" is resolved for this device first, and the
+    resolved one is part of the schedule a resumed run must match.
     """
     objective = objective or Objective()
     run_dir = Path(run_dir)
     info = init_distributed()
+    sched = dataclasses.replace(sched, precision=resolve_precision(sched.precision, info.device))
     torch.manual_seed(seed)
     schedule_json = json.dumps(dataclasses.asdict(sched), sort_keys=True)
     ckpts = _checkpoints(run_dir)

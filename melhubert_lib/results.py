@@ -10,8 +10,13 @@ import pandas as pd
 from .atomic import atomic_path
 
 
-def append_rows(path: str | os.PathLike, rows: pd.DataFrame, key: list[str]) -> pd.DataFrame:
-    """Merge `rows` into the CSV at `path` (created if absent); rows whose `key` columns match are replaced."""
+def append_rows(path: str | os.PathLike, rows: pd.DataFrame, key: list[str],
+                replace: list[str] | None = None) -> pd.DataFrame:
+    """Merge `rows` into the CSV at `path` (created if absent); rows whose `key` columns match are replaced.
+
+    With `replace` (a part of the key, e.g. source and task), every stored row that shares those columns with a new
+    row goes, not only exact key matches: a re-judged source keeps no rows of its earlier weights or seeds.
+    """
     path = Path(path)
     missing = [k for k in key if k not in rows.columns]
     if missing:
@@ -19,8 +24,13 @@ def append_rows(path: str | os.PathLike, rows: pd.DataFrame, key: list[str]) -> 
     if path.is_file():
         old = pd.read_csv(path)
         if not old.empty:
-            keys = pd.MultiIndex.from_frame(rows[key].astype(str))
-            stale = pd.MultiIndex.from_frame(old[key].astype(str)).isin(keys)
+            absent = [k for k in key if k not in old.columns]
+            if absent:
+                raise ValueError(f"{path} was written by another version of the suite (no columns {absent}); "
+                                 "delete it and run the notebook that writes it again")
+            match = replace or key
+            keys = pd.MultiIndex.from_frame(rows[match].astype(str))
+            stale = pd.MultiIndex.from_frame(old[match].astype(str)).isin(keys)
             rows = pd.concat([old[~stale], rows], ignore_index=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
+from .bootstrap import Interval, paired_statistic
 from .compression import RESULTS_FILE
-from .evaluation import DOWNSTREAM_FILE
+from .evaluation import DOWNSTREAM_FILE, utterance_errors, utterance_table
 from .model import MelHuBERT
 from .pretrain import SSLData, evaluate_ssl, train
 from .scales import PretrainScale
@@ -121,6 +123,66 @@ def retained(errors: pd.DataFrame, floor: str = "log-Mel", baseline: str = "base
         if name not in mean.index:
             raise ValueError(f"no downstream rows for {name!r}: run 06_downstream first at this scale")
     return (mean.loc[floor] - mean) / (mean.loc[floor] - mean.loc[baseline])
+
+
+def retained_intervals(ws: Workspace, sources: Sequence[str], tasks: Sequence[str], floor: str = "log-Mel",
+                       baseline: str = "baseline") -> pd.DataFrame:
+    """Per source and task, the share of the baseline's gain over the floor that the source keeps, with a paired
+    95 % bootstrap interval (the same test utterances for the three, each one's probe seeds drawn independently).
+
+    Columns: source, task, kept, kept_lo, kept_hi (1 = as good as the baseline, 0 = no better than the floor).
+    """
+    table = utterance_table(ws)
+    rows = []
+    for task in tasks:
+        try:
+            anchors = [utterance_errors(ws, name, task, table=table) for name in (floor, baseline)]
+        except ValueError as err:
+            raise ValueError(f"{err} (run 06_downstream first at this scale)") from None
+        for source in sources:
+            if source in (floor, baseline):  # by definition; not a third, independently drawn system
+                share = Interval(*[1.0 if source == baseline else 0.0] * 3)
+            else:
+                share = paired_statistic([*anchors, utterance_errors(ws, source, task, table=table)],
+                                         lambda f, b, x: (f - x) / (f - b))
+            rows.append({"source": source, "task": task, "kept": share.value, "kept_lo": share.low,
+                         "kept_hi": share.high})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class RankCorrelation:
+    """Spearman's rho over paired points, its 95 % bootstrap interval over the points, and a permutation p-value."""
+
+    rho: float
+    low: float
+    high: float
+    p_value: float
+    n: int
+
+    def sentence(self, x: str, y: str, alpha: float = 0.05) -> str:
+        """What the correlation says, decided by its interval and p-value, not by rho alone."""
+        numbers = (f"Spearman rho = {self.rho:+.2f} (95 % CI {self.low:+.2f} to {self.high:+.2f}, "
+                   f"p = {self.p_value:.3f}, n = {self.n})")
+        if self.p_value < alpha and (self.low > 0 or self.high < 0):
+            way = "more" if self.rho > 0 else "less"
+            return f"a larger {x} goes with {way} {y}: {numbers}"
+        return f"no resolvable rank relation between {x} and {y}: {numbers}"
+
+
+def rank_correlation(x: Sequence[float], y: Sequence[float], n_boot: int = 2000, seed: int = 0) -> RankCorrelation:
+    """Spearman's rho of paired points with a percentile bootstrap interval (resampling the points) and a two-sided
+    permutation p-value (scipy)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) != len(y) or len(x) < 3:
+        raise ValueError(f"need at least 3 paired points, got {len(x)} and {len(y)}")
+    rho = float(stats.spearmanr(x, y).statistic)
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
+    boot = np.array([stats.spearmanr(x[i], y[i]).statistic for i in idx])
+    low, high = np.nanpercentile(boot, [2.5, 97.5])
+    perm = stats.permutation_test((x, y), lambda a, b: stats.spearmanr(a, b).statistic, permutation_type="pairings",
+                                  n_resamples=n_boot, rng=np.random.default_rng(seed))
+    return RankCorrelation(rho, float(low), float(high), float(perm.pvalue), len(x))
 
 
 @dataclass

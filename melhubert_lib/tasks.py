@@ -37,6 +37,11 @@ class TaskSpec:
         """The dev metric that selects the probe's epoch."""
         return self.selection or self.metric
 
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Every metric the task reports: its own, then the selection metric if another (ASR: WER, CER)."""
+        return (self.metric, self.selection) if self.selection else (self.metric,)
+
 
 TASKS: dict[str, TaskSpec] = {
     "PR": TaskSpec("PR", "sequence", "PER", True, "librispeech", "phoneme recognition, linear CTC head"),

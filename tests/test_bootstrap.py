@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from melhubert_lib.bootstrap import paired_rate_difference, rate_interval
+from melhubert_lib.bootstrap import paired_rate_difference, paired_statistic, rate_interval
 
 
 def test_a_system_against_itself_differs_by_exactly_zero():
@@ -27,7 +27,40 @@ def test_a_uniformly_worse_system_has_an_interval_above_zero():
 
 def test_rate_interval_brackets_a_constant_rate_exactly():
     units = np.full(30, 4.0)
-    assert rate_interval(units / 2, units) == (0.5, 0.5)
+    interval = rate_interval(units / 2, units)
+    assert (interval.value, interval.low, interval.high) == (0.5, 0.5, 0.5)
+
+
+def test_seed_noise_widens_the_interval_and_the_estimate_is_the_mean_over_seeds():
+    rng = np.random.default_rng(2)
+    units = rng.integers(10, 20, 200).astype(float)
+    errors = rng.binomial(units.astype(int), 0.3).astype(float)
+    # three probe seeds whose error rates differ by a fixed offset on every utterance
+    seeds = np.stack([np.clip(errors + shift, 0, units) for shift in (-3, 0, 3)])
+    one, three = rate_interval(errors, units), rate_interval(seeds, units)
+    assert three.value == pytest.approx(np.mean(seeds.sum(1) / units.sum()))
+    assert three.half_width > 1.5 * one.half_width  # the seeds' spread is far larger than the test-set noise
+    same = rate_interval(np.stack([errors] * 3), units)  # identical seeds add no noise
+    assert (same.value, same.low, same.high) == pytest.approx((one.value, one.low, one.high), rel=1e-12)
+
+
+def test_a_difference_resolves_only_when_its_interval_excludes_zero():
+    rng = np.random.default_rng(3)
+    units = rng.integers(10, 20, 100).astype(float)
+    good = rng.binomial(units.astype(int), 0.3).astype(float)
+    noisy = np.stack([np.clip(good + s, 0, units) for s in (-4, 0, 4)])  # seeds straddling `good`
+    assert paired_rate_difference(noisy, units, good, units).sign == 0
+    assert paired_rate_difference(np.minimum(good + 3, units), units, good, units).sign == 1
+    assert paired_rate_difference(good, units, np.minimum(good + 3, units), units).sign == -1
+
+
+def test_a_share_of_a_gain_is_exact_when_every_utterance_keeps_the_same_share():
+    units = np.random.default_rng(4).integers(10, 20, 60).astype(float)
+    floor, base, half = 0.6 * units, 0.2 * units, 0.4 * units  # `half` keeps half the baseline's gain everywhere
+    share = paired_statistic([(floor, units), (base, units), (half, units)], lambda f, b, x: (f - x) / (f - b))
+    assert (share.value, share.low, share.high) == pytest.approx((0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="paired"):
+        paired_statistic([(floor, units), (base[:-1], units[:-1])], lambda f, b: f - b)
 
 
 def test_mismatched_inputs_are_refused():

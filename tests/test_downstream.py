@@ -15,7 +15,7 @@ from s3prl.nn import Featurizer, S3PRLUpstream
 
 from melhubert_lib import baseline
 from melhubert_lib.corpus import KEYWORDS, PHONES, SILENCE_LABEL, UNKNOWN_LABEL, CorpusError
-from melhubert_lib.downstream import LayerLayout, greedy_ctc, train_probe
+from melhubert_lib.downstream import LayerLayout, greedy_ctc, train_probe, train_probes
 from melhubert_lib.efficiency import count_macs, measure, sparse_macs
 from melhubert_lib.features import model_input
 from melhubert_lib.frames import FrameStore
@@ -125,6 +125,26 @@ def test_utterance_probe_learns_and_weights_the_informative_layer():
     result = train_probe("synthetic", task, feats, DownstreamScale(epochs={"SID": 40}), seed=0)
     assert result.test["accuracy"] > 0.9 and result.dev["accuracy"] > 0.9
     assert result.layer_weights[1] > result.layer_weights[0]
+
+
+def test_seeds_trained_in_one_pass_equal_each_seed_trained_alone_with_the_same_batch_order():
+    task, feats = _utterance_task(90, np.random.default_rng(4))
+    settings = DownstreamScale(epochs={"SID": 6})
+    together = train_probes("synthetic", task, feats, settings, (0, 1, 2), order_seed=0)
+    assert [r.seed for r in together] == [0, 1, 2]
+    for result in together:
+        alone = train_probes("synthetic", task, feats, settings, (result.seed,), order_seed=0)[0]
+        assert (alone.dev, alone.test, alone.best_epoch, alone.layer_weights) == (
+            result.dev, result.test, result.best_epoch, result.layer_weights)
+        np.testing.assert_array_equal(alone.test_errors["accuracy"], result.test_errors["accuracy"])
+        for key, value in alone.probe.state_dict().items():
+            torch.testing.assert_close(result.probe.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    # the seeds are different probes: their initial output layers, hence their trained ones, differ
+    assert not torch.equal(together[0].probe.out.weight, together[1].probe.out.weight)
+    assert train_probe("synthetic", task, feats, settings, seed=1).dev == train_probes(
+        "synthetic", task, feats, settings, (1,), order_seed=1)[0].dev  # one seed alone shuffles with its own seed
+    with pytest.raises(ValueError, match="distinct probe seeds"):
+        train_probes("synthetic", task, feats, settings, (0, 0))
 
 
 def test_ctc_probe_reads_a_frame_code():
@@ -286,8 +306,9 @@ def test_evaluate_reuses_the_rows_of_an_unchanged_source_and_retrains_a_changed_
     monkeypatch.setattr(evaluation, "evaluate_source", lambda *a, **k: calls.append(a[1].key) or real(*a, **k))
     again = evaluation.evaluate(ws, [evaluation.Candidate(model_source(model, "reuse-me"), "test")], [task])
     assert calls == []  # nothing trained: the stored rows came back
-    utts = pd.read_csv(ws.results / evaluation.UTTERANCES_FILE).query("source == 'reuse-me'")
-    test_acc = first.scores.query("split == 'test' and metric == 'accuracy'").value.iloc[0]
+    utts = pd.read_csv(ws.results / evaluation.UTTERANCES_FILE).query(
+        "source == 'reuse-me' and metric == 'accuracy' and seed == 0")
+    test_acc = first.scores.query("split == 'test' and metric == 'accuracy' and seed == 0").value.iloc[0]
     assert 1 - utts.errors.sum() / utts.units.sum() == pytest.approx(test_acc)  # the per-utterance rows add up
     assert evaluation.error_difference(ws, "reuse-me", "reuse-me", "SID").value == 0.0
     cols = ["source", "task", "seed", "split", "metric", "value"]
@@ -296,3 +317,37 @@ def test_evaluate_reuses_the_rows_of_an_unchanged_source_and_retrains_a_changed_
         model.layers[0].ffn.fc1.weight.mul_(0.5)  # new weights, same name: a new key, so the probe trains again
     evaluation.evaluate(ws, [evaluation.Candidate(model_source(model, "reuse-me"), "test")], [task])
     assert calls == [model_source(model, "reuse-me").key]
+    for name in (evaluation.UTTERANCES_FILE, evaluation.DOWNSTREAM_FILE):  # no row of the old weights is left
+        rows = pd.read_csv(ws.results / name).query("source == 'reuse-me'")
+        assert set(rows.key) == {model_source(model, "reuse-me").key}, name
+
+
+def test_error_interval_averages_the_probe_seeds_and_brackets_their_mean(smoke_ws):
+    import melhubert_lib.evaluation as evaluation
+
+    task = load_task(smoke_ws, "KS")
+    source = model_source(MelHuBERT(preset("smoke")), "two-seeds")
+    result = evaluation.evaluate(smoke_ws, [evaluation.Candidate(source, "test")], [task], seeds=(0, 1))
+    accuracy = result.scores.query("split == 'test' and metric == 'accuracy'").set_index("seed").value
+    assert sorted(accuracy.index) == [0, 1]
+    interval = evaluation.error_interval(smoke_ws, "two-seeds", "KS")
+    assert interval.value == pytest.approx(1 - accuracy.mean())
+    assert interval.low <= interval.value <= interval.high
+    assert evaluation.error_difference(smoke_ws, "two-seeds", "two-seeds", "KS", seeds=(0,)).value == 0.0
+    row = evaluation.score_intervals(smoke_ws, ["two-seeds"], ["KS"]).iloc[0]  # in accuracy's direction
+    assert (row.metric, row.probe_seeds) == ("accuracy", 2) and row.value == pytest.approx(accuracy.mean())
+    assert (row.value_lo, row.value_hi) == pytest.approx((1 - interval.high, 1 - interval.low))
+    with pytest.raises(ValueError, match="evaluate it first"):
+        evaluation.error_interval(smoke_ws, "two-seeds", "KS", seeds=(0, 5))
+
+
+def test_append_rows_with_replace_drops_every_stored_row_of_a_rejudged_group(tmp_path):
+    path = tmp_path / "rows.csv"
+    append_rows(path, pd.DataFrame({"source": ["a", "a", "b"], "seed": [0, 1, 0], "value": [1.0, 2.0, 3.0]}),
+                ["source", "seed"])
+    merged = append_rows(path, pd.DataFrame({"source": ["a"], "seed": [0], "value": [9.0]}), ["source", "seed"],
+                         replace=["source"])
+    assert sorted(zip(merged.source, merged.seed, merged.value, strict=True)) == [("a", 0, 9.0), ("b", 0, 3.0)]
+    pd.DataFrame({"source": ["a"], "value": [1.0]}).to_csv(path, index=False)  # a file from before the seed column
+    with pytest.raises(ValueError, match="another version"):
+        append_rows(path, pd.DataFrame({"source": ["a"], "seed": [0], "value": [9.0]}), ["source", "seed"])

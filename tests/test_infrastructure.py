@@ -90,3 +90,22 @@ def test_committed_notebooks_store_the_outputs_their_checked_cells_compare():
             assert all(o["output_type"] != "error" for o in cell["outputs"])
         tags = [c.get("metadata", {}).get("tags", []) for c in cells]
         assert sum("parameters" in t for t in tags) == 1, f"{path.name} needs exactly one parameters cell"
+
+
+def test_a_figure_is_written_with_the_table_it_is_drawn_from(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from melhubert_lib.plotting import save_figure
+
+    table = pd.DataFrame({"source": ["a", "b"], "error": [0.25, 0.5], "error_lo": [0.2, 0.4], "error_hi": [0.3, 0.6]})
+    fig, ax = plt.subplots()
+    ax.plot(table.error)
+    written = save_figure(fig, "demo", tmp_path, data=table)
+    plt.close(fig)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == ["data/demo.csv", "demo.pdf", "demo.png"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "data" / "demo.csv"), table)
+    assert not list(tmp_path.rglob(".*partial*"))  # no temporary left behind

@@ -15,7 +15,9 @@ from melhubert_lib.study import (
     checkpoints_to_judge,
     finetune_band,
     pareto_front,
+    rank_correlation,
     retained,
+    retained_intervals,
     smallest_within,
     spread_levels,
     with_error,
@@ -105,3 +107,50 @@ def test_finetune_band_repeats_a_seed_exactly_and_resumes(smoke_ws):
     assert again.losses[0] == band.losses[0]
     assert band.loss_range == (min(band.losses), max(band.losses)) and np.isfinite(band.losses).all()
     assert (smoke_ws.run_dir("baseline-finetune-seed1") / "model").is_dir()
+
+
+def test_retained_intervals_pin_the_floor_at_zero_the_baseline_at_one_and_a_halfway_model_at_a_half(tmp_path):
+    from melhubert_lib.evaluation import UTTERANCES_FILE
+
+    units = np.random.default_rng(5).integers(10, 30, 40)
+    errors = {"log-Mel": 0.6 * units, "baseline": 0.2 * units, "half": 0.4 * units}
+    rows = [{"source": src, "key": src, "task": "PR", "seed": seed, "metric": "PER", "utterance": i, "errors": e,
+             "units": u}
+            for src, errs in errors.items() for seed in (0, 1)
+            for i, (e, u) in enumerate(zip(errs, units, strict=True))]
+    (tmp_path / "results").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "results" / UTTERANCES_FILE, index=False)
+    ws = SimpleNamespace(results=tmp_path / "results")
+    kept = retained_intervals(ws, ["log-Mel", "baseline", "half"], ["PR"]).set_index("source")
+    for source, share in (("log-Mel", 0.0), ("baseline", 1.0), ("half", 0.5)):
+        assert tuple(kept.loc[source, ["kept", "kept_lo", "kept_hi"]]) == pytest.approx((share, share, share), abs=1e-9)
+    with pytest.raises(ValueError, match="06_downstream"):
+        retained_intervals(ws, ["half"], ["PR"], floor="log-Mel +-4 frames")
+
+
+def test_rank_correlation_resolves_a_monotone_relation_and_not_a_symmetric_one():
+    x = np.arange(20.0)
+    up = rank_correlation(x, x**3)
+    assert (up.rho, up.n) == (pytest.approx(1.0), 20) and up.low > 0 and up.p_value < 0.01
+    assert up.sentence("loss", "drop").startswith("a larger loss goes with more drop")
+    v_shape = rank_correlation(x, (x - 9.5) ** 2)  # falls then rises: rho is exactly zero
+    assert v_shape.rho == pytest.approx(0.0, abs=1e-12) and v_shape.low < 0 < v_shape.high and v_shape.p_value > 0.5
+    assert v_shape.sentence("loss", "drop").startswith("no resolvable rank relation")
+    with pytest.raises(ValueError, match="at least 3"):
+        rank_correlation([1.0, 2.0], [1.0, 2.0])
+
+
+def test_depth_matters_only_with_every_gap_resolved_the_aim_reached_and_a_layer_weighted_most():
+    from melhubert_lib.learning_check import DepthCheck
+
+    def check(gaps: list[tuple[str, str, float, float]], weights: list[float]) -> DepthCheck:
+        table = pd.DataFrame(gaps, columns=["shallower", "deeper", "gap", "gap_lo"]).assign(gap_hi=lambda d: d.gap + 1)
+        return DepthCheck(pd.DataFrame(), table, weights)
+
+    steps = [("first-1", "first-2", 0.06, 0.03), ("first-2", "all", 0.05, 0.02), ("first-1", "all", 0.11, 0.08)]
+    assert check(steps, [0.2, 0.3, 0.5]).holds(0.10)
+    assert not check(steps, [0.2, 0.3, 0.5]).holds(0.12)  # the whole gap falls short of the aim
+    assert not check(steps, [0.5, 0.3, 0.2]).holds(0.10)  # the encoder input carries the most weight
+    unresolved = [*steps[:1], ("first-2", "all", 0.05, -0.01), steps[2]]
+    assert not check(unresolved, [0.2, 0.3, 0.5]).holds(0.10)  # one step's interval spans zero
+    assert not check([], [1.0]).holds(0.0)  # one layer: nothing to matter

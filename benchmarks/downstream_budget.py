@@ -47,8 +47,8 @@ def main() -> None:
         results = evaluate_source(ws, source, tasks, seeds=seeds)
         times[seeds] = time.perf_counter() - start
         for r in results:
-            print(f"seeds {seeds}: {r.task:4s} seed {r.seed} {r.metric:8s} test {r.test[r.metric]:.3f} "
-                  f"(probe share {r.train_seconds:.0f} s)")
+            print(f"seeds {seeds}: {r.task:4s} seed {r.seed} {r.metric:8s} test {r.test[r.metric]:.3f}, best epoch "
+                  f"{r.best_epoch} (probe share {r.train_seconds:.0f} s)")
     (one, one_time), (several, several_time) = times.items()
     print(f"cold, {args.tasks}: {len(one)} seed {one_time:.0f} s, {len(several)} seeds {several_time:.0f} s, "
           f"ratio {several_time / one_time:.2f}")

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rapidfuzz.distance import Levenshtein
 from s3prl.nn import Featurizer
 from torch import nn
-from torchaudio.functional import edit_distance
 
 from .frames import FrameStore
 from .layer_features import FeatureSource, task_features
@@ -276,7 +276,7 @@ def _score(probes: list[Probe], split: _Split, task: TaskData) -> list[_Scored]:
                 continue
             for row, hyp, ref in zip(batch.rows, greedy_ctc(logits, batch.lengths), batch.labels, strict=True):
                 for metric, (h, r) in _units(hyp, ref, task).items():
-                    errors[metric][p, row], units[metric][p, row] = edit_distance(r, h), len(r)
+                    errors[metric][p, row], units[metric][p, row] = Levenshtein.distance(r, h), len(r)
     scored = []
     for p in range(len(probes)):
         rates = {m: errors[m][p].sum() / max(units[m][p].sum(), 1) for m in metrics}

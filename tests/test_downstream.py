@@ -351,3 +351,14 @@ def test_append_rows_with_replace_drops_every_stored_row_of_a_rejudged_group(tmp
     pd.DataFrame({"source": ["a"], "value": [1.0]}).to_csv(path, index=False)  # a file from before the seed column
     with pytest.raises(ValueError, match="another version"):
         append_rows(path, pd.DataFrame({"source": ["a"], "seed": [0], "value": [9.0]}), ["source", "seed"])
+
+
+def test_edit_distances_equal_torchaudios_reference_on_token_sequences():
+    from rapidfuzz.distance import Levenshtein
+    from torchaudio.functional import edit_distance
+
+    rng = np.random.default_rng(6)
+    tokens = ["aa", "b", "ch", "d", " ", "e"]
+    for _ in range(200):
+        ref, hyp = ([tokens[i] for i in rng.integers(0, len(tokens), rng.integers(0, 12))] for _ in range(2))
+        assert Levenshtein.distance(ref, hyp) == edit_distance(ref, hyp)

@@ -21,11 +21,9 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from melhubert_lib import baseline
 from melhubert_lib.bootstrap import paired_rate_difference
-from melhubert_lib.downstream import evaluate_source
+from melhubert_lib.downstream import evaluate_source, seed_errors
 from melhubert_lib.layer_features import logmel_source, model_source
 from melhubert_lib.learning_check import pr_depth_check
 from melhubert_lib.model import MelHuBERT
@@ -100,9 +98,7 @@ def main() -> None:
                 errors[name] = depth.errors["all"]  # the depth check's probes of the whole model
                 continue
             results = evaluate_source(ws, source, [task])
-            metric = TASKS[task_name].metric
-            errors[name] = (np.stack([r.test_errors[metric] for r in results]),
-                            np.stack([r.test_units[metric] for r in results]))
+            errors[name] = seed_errors(results, TASKS[task_name].metric)
         for floor in [n for n in errors if n != "baseline"]:
             d = paired_rate_difference(*errors[floor], *errors["baseline"])
             margins[f"{task_name}: {floor} - baseline"] = {"value": 100 * d.value, "low": 100 * d.low,

@@ -166,6 +166,12 @@ def train_probes(source: str, task: TaskData, feats: dict[str, FrameStore], sett
             for seed, probe, (_, epoch, _, dev), test in zip(seeds, probes, best, tests, strict=True)]
 
 
+def seed_errors(results: list[TaskResult], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The test errors and units of one source's probe seeds for `metric`, shape (seeds, utterances): what the
+    bootstrap intervals take."""
+    return (np.stack([r.test_errors[metric] for r in results]), np.stack([r.test_units[metric] for r in results]))
+
+
 def _padding(lengths: torch.Tensor, frames: int) -> torch.Tensor:
     return torch.arange(frames)[None, :] >= lengths[:, None]
 

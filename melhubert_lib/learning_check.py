@@ -18,7 +18,7 @@ from .atomic import atomic_path
 from .bootstrap import paired_rate_difference, rate_interval
 from .corpus import LABELED_SPLITS
 from .distillation import first_layers
-from .downstream import evaluate_source
+from .downstream import evaluate_source, seed_errors
 from .frames import FrameStore
 from .layer_features import model_source
 from .model import MelHuBERT
@@ -125,8 +125,7 @@ def pr_depth_check(ws: Workspace, model: MelHuBERT, settings: DownstreamScale | 
     for n, name in enumerate(names, 1):
         source = model_source(first_layers(model, n) if n < depth else model, name)
         results = evaluate_source(ws, source, [task], settings)
-        errors[name] = (np.stack([r.test_errors["PER"] for r in results]),
-                        np.stack([r.test_units["PER"] for r in results]))
+        errors[name] = seed_errors(results, "PER")
         if name == "all":
             weights = np.mean([r.layer_weights for r in results], axis=0).tolist()
     per = []

@@ -1,6 +1,7 @@
 """Command-line entry point: `melhubert <stage> ...` (also `python -m melhubert_lib ...`).
 
 Each stage calls the same library functions as the notebooks; `pretrain` runs under torchrun too.
+An error prints one line to stderr and exits with status 1; `melhubert --debug <stage> ...` shows the traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import sys
 
 from .scales import SCALES
 
+# bad input or a bad environment: the message says what to fix, so a traceback would only hide it
+EXPECTED_ERRORS = (ValueError, OSError, FloatingPointError)
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", default="default", help=f"one of {', '.join(SCALES)} (default: default)")
@@ -20,6 +24,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--librispeech", default=None,
                    help="folder holding real LibriSpeech split folders (train-clean-360, ...) instead of the "
                         "synthetic corpus")
+
+
+def _at_least_one(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _build_corpus(args: argparse.Namespace) -> None:
@@ -85,6 +97,7 @@ def _s3prl_downstream(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subcommand per pipeline stage."""
     parser = argparse.ArgumentParser(prog="melhubert", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("build-corpus", help="synthesise the embedded corpus of a scale (once)")
     _common(p)
@@ -92,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="fit targets and pretrain the baseline (resumes; torchrun-ready)")
     _common(p)
     p.add_argument("--name", default="baseline")
-    p.add_argument("--steps", type=int, default=None, help="override the scale's step count")
+    p.add_argument("--steps", type=_at_least_one, default=None, help="override the scale's step count (>= 1)")
     p.add_argument("--lr", type=float, default=None, help="override the scale's peak learning rate")
     p.set_defaults(func=_pretrain)
     p = sub.add_parser("run-notebook", help="execute a notebook with papermill (replaced only on success)")
@@ -128,11 +141,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse arguments and run the chosen stage."""
+    """Parse arguments and run the chosen stage; an error prints one line (the traceback with --debug), exit 1."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["s3prl-downstream"] and not {"-h", "--help"} & set(argv[1:2]):
+    debug = argv[:1] == ["--debug"]
+    stage = argv[1:] if debug else argv
+    if stage[:1] == ["s3prl-downstream"] and not {"-h", "--help"} & set(stage[1:2]):
         # argparse's REMAINDER drops leading options such as `-m train`, so s3prl's arguments bypass the parser
-        _s3prl_downstream(argparse.Namespace(s3prl_args=argv[1:]))
-        return
-    args = build_parser().parse_args(argv)
-    args.func(args)
+        args = argparse.Namespace(func=_s3prl_downstream, s3prl_args=stage[1:], debug=debug)
+    else:
+        args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"melhubert: error: {error_line(err)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def error_line(err: Exception) -> str:
+    """The one-line report of an error: its message, or for an unexpected error also its type and the --debug hint."""
+    message = " ".join(str(err).split())
+    if isinstance(err, EXPECTED_ERRORS):
+        return message
+    return f"{type(err).__name__}: {message} (an unexpected error; rerun with --debug for the traceback)"

@@ -134,7 +134,9 @@ def student_from_teacher(teacher: MelHuBERT, depth: int, init: str = "teacher", 
     (the FFN-shrink score), so a teacher-initialised narrow student starts from the teacher's strongest units.
     """
     cfg = teacher.config
-    if not 1 <= depth <= cfg.depth:
+    if depth < 1:
+        raise ValueError(f"a student needs at least one layer, got depth {depth}")
+    if depth > cfg.depth:
         raise ValueError(f"a student of depth {depth} needs a teacher at least that deep (teacher depth {cfg.depth})")
     if init not in ("teacher", "random"):
         raise ValueError(f"init={init!r}: choose 'teacher' or 'random'")

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path
-from .audio import load_audio
+from .audio import AudioError, check_audio_files, load_audio, raise_if_problems
 
 
 @dataclass
@@ -51,8 +51,17 @@ class FrameStore:
         """Apply `fn` to every utterance's matrix."""
         return FrameStore.from_arrays([fn(self[i]) for i in range(len(self))], self.utt_ids)
 
+    def non_finite_utts(self) -> list[str]:
+        """Ids of the utterances whose frames hold NaN or infinite values."""
+        bad_rows = np.flatnonzero(~np.isfinite(self.data).all(axis=tuple(range(1, self.data.ndim))))
+        return [self.utt_ids[i] for i in np.unique(np.searchsorted(self.offsets, bad_rows, side="right") - 1)]
+
     def save(self, path: str | os.PathLike) -> None:
-        """Write atomically as .npz (no pickle)."""
+        """Write atomically as .npz (no pickle); a store holding NaN or infinite values is refused."""
+        bad = self.non_finite_utts()
+        if bad:
+            raise ValueError(f"{path}: not written, the frames of {len(bad)} utterances hold NaN or infinite values "
+                             f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''})")
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, data=self.data, offsets=self.offsets, utt_ids=np.array(self.utt_ids, dtype=str))
@@ -70,18 +79,36 @@ def extract(
     featurize: Callable[[np.ndarray], torch.Tensor],
     desc: str = "features",
 ) -> FrameStore:
-    """Load every file, apply `featurize` to its waveform and collect the frame matrices (float32)."""
-    arrays = []
+    """Load every file, apply `featurize` to its waveform and collect the frame matrices (float32).
+
+    Every file's header is checked before any work; files whose samples are unusable (unreadable, NaN or
+    infinite, silent) are found as they are read. Either way one AudioError names every bad file.
+    """
+    what = f"audio files of {desc}"
+    check_audio_files(paths, what)
+    arrays, problems = [], []
     for path in tqdm(paths, desc=desc, unit="utt", leave=False):
-        arrays.append(featurize(load_audio(path)).numpy().astype(np.float32))
+        try:
+            wav = load_audio(path)
+        except AudioError as err:
+            problems.append(str(err))
+            continue
+        if not problems:  # after a bad file the rest are only read, to report every bad one
+            arrays.append(featurize(wav).numpy().astype(np.float32))
+    raise_if_problems(problems, len(paths), what)
     return FrameStore.from_arrays(arrays, utt_ids)
 
 
 def cached(path: str | os.PathLike, build: Callable[[], FrameStore]) -> FrameStore:
-    """Load the store at `path`, or build it, save it atomically and return it."""
+    """Load the store at `path`, or build it, save it atomically and return it.
+
+    A cached store holding NaN or infinite values (written before inputs were checked) is built again.
+    """
     path = Path(path)
     if path.is_file():
-        return FrameStore.load(path)
+        store = FrameStore.load(path)
+        if not store.non_finite_utts():
+            return store
     store = build()
     store.save(path)
     return store

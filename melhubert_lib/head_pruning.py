@@ -126,7 +126,10 @@ def prune_heads(model: MelHuBERT, remove: dict[int, list[int]]) -> MelHuBERT:
         if not 0 <= i < cfg.depth:
             raise ValueError(f"layer {i} does not exist (depth {cfg.depth})")
         bad = [h for h in hs if not 0 <= h < heads[i]]
-        if bad or len(set(hs)) >= heads[i]:
+        if bad:
+            raise ValueError(f"head index {bad} out of range for layer {i}: it has {heads[i]} heads, "
+                             f"valid indices 0..{heads[i] - 1}")
+        if len(set(hs)) >= heads[i]:
             raise ValueError(f"layer {i} has {heads[i]} heads: cannot remove {hs} (at least one must stay)")
         keep[i] = [h for h in range(heads[i]) if h not in set(hs)]
         heads[i] = len(keep[i])

@@ -105,8 +105,10 @@ def ffn_unit_scores(model: MelHuBERT) -> list[torch.Tensor]:
 
 def shrink_ffn(model: MelHuBERT, n_remove: int) -> MelHuBERT:
     """A new model with the `n_remove` lowest-scoring FFN units removed from every layer."""
+    if n_remove < 1:
+        raise ValueError(f"n_remove={n_remove}: the FFN shrink removes at least one unit per layer")
     scores = ffn_unit_scores(model)
-    if any(n_remove >= len(s) for s in scores) or n_remove < 1:
+    if any(n_remove >= len(s) for s in scores):
         raise ValueError(f"cannot remove {n_remove} FFN units per layer: widths are {model.config.ffn_dims}")
     state = model.state_dict()
     widths = []
@@ -137,4 +139,8 @@ def ffn_step(model: MelHuBERT, width: float) -> MelHuBERT:
     widths = set(model.config.ffn_dims)
     if len(widths) != 1:
         raise ValueError(f"the FFN shrink expects one width in every layer, got {model.config.ffn_dims}")
-    return shrink_ffn(model, widths.pop() - int(width))
+    current, target = widths.pop(), int(width)
+    if target >= current:
+        raise ValueError(f"FFN width {target} is not below the current width {current}: the shrink only removes "
+                         f"units, choose a width in [1, {current - 1}]")
+    return shrink_ffn(model, current - target)

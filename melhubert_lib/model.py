@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from .atomic import atomic_path
@@ -84,6 +85,11 @@ def preset(name: str, n_clusters: int | None = None) -> MelHuBERTConfig:
         # dropout 0 at default: steps run 1.6x faster on 2 CPU cores, and span masking already regularises
         "default": dict(
             heads=[4] * 4, ffn_dims=[1024] * 4, d_model=256, n_clusters=500, pos_conv_kernel=32, dropout=0.0
+        ),
+        # the default's MACs per second of audio in 6 narrower layers (a lever of the depth study: benchmarks/levers.py)
+        "default-deep": dict(
+            heads=[4] * 6, ffn_dims=[832] * 6, d_model=208, head_dim=52, n_clusters=500, pos_conv_kernel=32,
+            dropout=0.0,
         ),
         "smoke": dict(
             heads=[2] * 2, ffn_dims=[64] * 2, d_model=32, head_dim=16, n_clusters=16, pos_conv_kernel=8,
@@ -275,6 +281,9 @@ class MelHuBERT(nn.Module):
         """
         if feats.dim() != 3 or feats.shape[-1] != self.config.input_dim:
             raise ValueError(f"features must be (batch, frames, {self.config.input_dim}), got {tuple(feats.shape)}")
+        if not bool(torch.isfinite(feats).all()):
+            raise ValueError("feats hold NaN or infinite values: the model's outputs would be too; check the audio "
+                             "and the feature statistics they were computed with")
         b, t, _ = feats.shape
         padding_mask = None
         attn_mask = None
@@ -337,7 +346,7 @@ class MelHuBERT(nn.Module):
             tmp.mkdir(parents=True)
             (tmp / CONFIG_NAME).write_text(self.config.to_json())
             state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-            save_file(state, str(tmp / WEIGHTS_NAME))
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata=_head_split_metadata(self.config))
             if self.feature_stats is not None:
                 self.feature_stats.save(tmp / STATS_NAME)
         return directory
@@ -357,16 +366,52 @@ class MelHuBERT(nn.Module):
         except (json.JSONDecodeError, TypeError, ValueError) as err:
             raise ValueError(f"{cfg_path}: not a valid MelHuBERT config ({err})") from None
         model = cls(cfg)
-        state = load_file(str(weights_path))
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        found = {k: tuple(v.shape) for k, v in state.items()}
-        if expected != found:
-            diff = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+        state, metadata = _read_weights(weights_path)
+        mismatches = _shape_mismatches(model, state) + _head_split_mismatches(cfg, metadata)
+        if mismatches:
+            shown = "; ".join(mismatches[:5]) + (f"; and {len(mismatches) - 5} more" if len(mismatches) > 5 else "")
             raise ValueError(
-                f"{weights_path}: weights do not match the shapes in {cfg_path} (first differences: {diff[:3]}); "
+                f"{weights_path}: weights do not match the shapes in {cfg_path} ({shown}); "
                 "the two files come from different models — keep a checkpoint's files together"
             )
         model.load_state_dict(state)
         if (directory / STATS_NAME).is_file():
             model.feature_stats = FeatureStats.load(directory / STATS_NAME)
         return model
+
+
+def _head_split_metadata(cfg: MelHuBERTConfig) -> dict[str, str]:
+    """What the weight shapes alone do not show: how each layer's attention width splits into heads."""
+    return {"heads": json.dumps(cfg.heads), "head_dim": str(cfg.head_dim)}
+
+
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Every tensor of a safetensors file and its metadata; a truncated or corrupt file is a ValueError naming it."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: unreadable weights ({err}); the file is truncated or corrupt — copy the "
+                         "checkpoint again or re-create it") from None
+
+
+def _shape_mismatches(model: MelHuBERT, state: dict[str, torch.Tensor]) -> list[str]:
+    """One line per tensor whose stored shape differs from the one `model` has (or that only one side has)."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    return [f"{k}: config builds {expected.get(k, 'no such tensor')}, file holds {found.get(k, 'no such tensor')}"
+            for k in sorted(expected.keys() | found.keys()) if expected.get(k) != found.get(k)]
+
+
+def _head_split_mismatches(cfg: MelHuBERTConfig, metadata: dict[str, str]) -> list[str]:
+    """One line per layer whose attention the config splits into other heads than the weights were saved with.
+
+    Files saved before the split was recorded carry no such metadata; only their tensor shapes are checked.
+    """
+    if not {"heads", "head_dim"} <= metadata.keys():
+        return []
+    stored_heads, stored_dim = json.loads(metadata["heads"]), int(metadata["head_dim"])
+    return [f"layers.{i}.attention.{{q,k,v,out}}_proj: config splits them into {h} heads x "
+            f"{cfg.head_dim}, file was saved as {stored} heads x {stored_dim}"
+            for i, (h, stored) in enumerate(zip(cfg.heads, stored_heads, strict=False))
+            if (h, cfg.head_dim) != (stored, stored_dim)]

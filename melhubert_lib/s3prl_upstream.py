@@ -43,6 +43,10 @@ class MelHuBERTUpstream(UpstreamBase):
 
     def forward(self, wavs: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
         """Hidden states of every layer (the input projection first) for a batch of waveforms."""
+        bad = [i for i, w in enumerate(wavs) if not bool(torch.isfinite(w).all())]
+        if bad:
+            raise ValueError(f"wavs {bad} of the batch hold NaN or infinite samples; hidden states of them would be "
+                             "too: check the audio they were read from")
         stats, frame_ms = self.model.feature_stats, self.model.config.frame_ms
         feats = [model_input(w.detach().float().cpu(), stats, frame_ms) for w in wavs]
         lengths = torch.tensor([len(f) for f in feats])

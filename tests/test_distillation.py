@@ -48,6 +48,12 @@ def test_students_deeper_than_the_teacher_are_refused():
         student_from_teacher(_teacher(), 3)
 
 
+@pytest.mark.parametrize("depth", [0, -1])
+def test_a_student_without_layers_gets_its_own_message(depth):
+    with pytest.raises(ValueError, match=rf"a student needs at least one layer, got depth {depth}"):
+        student_from_teacher(_teacher(), depth)
+
+
 def test_layer_prediction_trains_its_heads_and_checkpoints_them(tiny_data, tmp_path):
     import dataclasses
 

@@ -17,13 +17,13 @@ from melhubert_lib import baseline
 from melhubert_lib.corpus import KEYWORDS, PHONES, SILENCE_LABEL, UNKNOWN_LABEL, CorpusError
 from melhubert_lib.downstream import LayerLayout, greedy_ctc, train_probe, train_probes
 from melhubert_lib.efficiency import count_macs, measure, sparse_macs
-from melhubert_lib.features import model_input
+from melhubert_lib.features import FeatureStats, model_input
 from melhubert_lib.frames import FrameStore
 from melhubert_lib.layer_features import logmel_source, mean_pool, model_source, task_features
 from melhubert_lib.model import MelHuBERT, preset
 from melhubert_lib.representations import hidden_states
 from melhubert_lib.results import append_rows
-from melhubert_lib.s3prl_upstream import HUB_NAME, RECIPES, melhubert_suite, register
+from melhubert_lib.s3prl_upstream import HUB_NAME, RECIPES, MelHuBERTUpstream, melhubert_suite, register
 from melhubert_lib.scales import DownstreamScale
 from melhubert_lib.tasks import TaskData, TaskSpec, TaskSplit, get_task, load_task
 from melhubert_lib.workspace import model_inputs, split_utterances
@@ -248,6 +248,17 @@ def test_s3prl_entry_rejects_what_is_not_a_suite_checkpoint(smoke_ws, tmp_path):
         melhubert_suite(str(bare))
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_s3prl_upstream_refuses_non_finite_waveforms_naming_them(tmp_path, value):
+    model = MelHuBERT(preset("smoke"))
+    model.feature_stats = FeatureStats(mean=np.zeros(40, np.float32), std=np.ones(40, np.float32))
+    upstream = MelHuBERTUpstream(model.save_pretrained(tmp_path / "ckpt"))
+    wavs = [0.1 * torch.randn(8000), 0.1 * torch.randn(4000)]
+    wavs[1][100] = value
+    with pytest.raises(ValueError, match=r"wavs \[1\] of the batch hold NaN or infinite samples"):
+        upstream(wavs)
+
+
 def test_s3prl_run_downstream_trains_the_voxceleb1_recipe_on_the_corpus(smoke_ws, tmp_path):
     ckpt = baseline.untrained_model(smoke_ws).save_pretrained(tmp_path / "ckpt")
     vox = smoke_ws.corpus_root / "VoxCeleb1"
@@ -291,7 +302,7 @@ def test_cli_efficiency_prints_the_report_of_a_checkpoint(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["params"] == model.num_parameters() and report["seconds"] == 1.0
     with pytest.raises(FileNotFoundError, match="not a MelHuBERT checkpoint"):
-        main(["efficiency", str(tmp_path)])
+        main(["--debug", "efficiency", str(tmp_path)])
 
 
 def test_evaluate_reuses_the_rows_of_an_unchanged_source_and_retrains_a_changed_one(smoke_ws, monkeypatch):

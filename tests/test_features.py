@@ -12,6 +12,7 @@ import torch
 
 from melhubert_lib.audio import AudioError, load_audio
 from melhubert_lib.features import FeatureStats, fbank, frames_per_stack, model_input, normalise, stack_frames
+from melhubert_lib.frames import cached, extract
 
 REFERENCE = Path(os.environ.get("MELHUBERT_REFERENCE_DIR",
                                 Path(__file__).resolve().parents[2] / "shared" / "data" / "melhubert_reference"))
@@ -87,3 +88,53 @@ def test_bad_audio_files_give_one_clear_error_naming_the_file(tmp_path, write, m
     with pytest.raises(AudioError, match=message) as err:
         load_audio(path)
     assert "bad.flac" in str(err.value)
+
+
+def _float_wav(path: Path, bad_value: float | None = None) -> Path:
+    wav = np.full(1600, 0.1, np.float32)
+    if bad_value is not None:
+        wav[100] = bad_value
+    sf.write(path, wav, 16000, format="WAV", subtype="FLOAT")
+    return path
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_refused_naming_the_file(tmp_path, value):
+    path = _float_wav(tmp_path / "spiky.wav", value)
+    with pytest.raises(AudioError, match="NaN or infinite samples") as err:
+        load_audio(path)
+    assert "spiky.wav" in str(err.value)
+
+
+def _split(tmp_path: Path) -> list[Path]:
+    """Five files: two usable, three whose headers are bad (8 kHz, stereo, not audio)."""
+    good = [_float_wav(tmp_path / f"good{i}.wav") for i in range(2)]
+    sf.write(tmp_path / "rate.flac", np.full(800, 0.1, np.float32), 8000, format="FLAC")
+    sf.write(tmp_path / "stereo.flac", np.full((800, 2), 0.1, np.float32), 16000, format="FLAC")
+    (tmp_path / "corrupt.flac").write_bytes(b"fLaC" + b"x" * 100)
+    return [good[0], tmp_path / "rate.flac", tmp_path / "stereo.flac", good[1], tmp_path / "corrupt.flac"]
+
+
+def test_a_split_reports_every_bad_header_at_once_before_any_feature_work(tmp_path):
+    paths = _split(tmp_path)
+    featurised = []
+
+    def featurize(wav):
+        featurised.append(wav)
+        return fbank(wav)
+
+    with pytest.raises(AudioError, match="3 of 5 audio files") as err:
+        extract(paths, [p.stem for p in paths], featurize)
+    for name in ("rate.flac", "stereo.flac", "corrupt.flac"):
+        assert name in str(err.value)
+    assert "good" not in str(err.value) and featurised == []
+
+
+def test_every_file_with_non_finite_samples_is_named_and_nothing_is_cached(tmp_path):
+    paths = [_float_wav(tmp_path / "a.wav"), _float_wav(tmp_path / "nan.wav", np.nan),
+             _float_wav(tmp_path / "b.wav"), _float_wav(tmp_path / "inf.wav", np.inf)]
+    cache = tmp_path / "cache"
+    with pytest.raises(AudioError, match="2 of 4 audio files") as err:
+        cached(cache / "fbank-split.npz", lambda: extract(paths, [p.stem for p in paths], fbank))
+    assert "nan.wav" in str(err.value) and "inf.wav" in str(err.value)
+    assert not cache.exists() or list(cache.iterdir()) == []

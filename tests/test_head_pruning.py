@@ -69,8 +69,13 @@ def test_global_selection_keeps_each_layers_best_head():
 def test_asking_to_remove_every_head_of_a_layer_is_refused():
     with pytest.raises(ValueError, match="at least one must stay"):
         prune_heads(_model(), {1: [0, 1, 2]})
-    with pytest.raises(ValueError, match="cannot remove"):
-        prune_heads(_model(), {0: [7]})
+
+
+@pytest.mark.parametrize("head", [3, 5, -1])
+def test_removing_a_head_that_does_not_exist_names_the_layer_and_the_valid_range(head):
+    with pytest.raises(ValueError, match=rf"head index \[{head}\] out of range for layer 1: it has 3 heads, "
+                                         r"valid indices 0\.\.2"):
+        prune_heads(_model(), {1: [head]})
 
 
 def test_importance_scores_are_normalised_and_follow_the_loss(tiny_data):

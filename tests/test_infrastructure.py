@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from melhubert_lib import efficiency
 from melhubert_lib.atomic import atomic_path, write_json_atomic
 from melhubert_lib.cli import main
-from melhubert_lib.frames import FrameStore
+from melhubert_lib.frames import FrameStore, cached
+from melhubert_lib.model import MelHuBERT, preset
 from melhubert_lib.scales import get_scale
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,13 +61,23 @@ def test_an_interrupted_directory_write_keeps_the_previous_directory(tmp_path):
 
 
 def test_frame_store_roundtrip(tmp_path):
-    import numpy as np
-
     store = FrameStore.from_arrays([np.ones((3, 2)), np.zeros((5, 2))], ["a", "b"])
     store.save(tmp_path / "s.npz")
     loaded = FrameStore.load(tmp_path / "s.npz")
     assert loaded.utt_ids == ["a", "b"] and loaded.lengths().tolist() == [3, 5]
     assert (loaded[0] == 1).all() and (loaded[1] == 0).all()
+
+
+def test_frames_with_nan_are_never_cached_and_an_old_cache_with_nan_is_rebuilt(tmp_path):
+    bad = FrameStore.from_arrays([np.ones((3, 2)), np.array([[1.0, np.nan]]), np.ones((2, 2))], ["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"s\.npz.*1 utterances.*\(b\)"):
+        bad.save(tmp_path / "s.npz")
+    assert list(tmp_path.iterdir()) == []
+    with open(tmp_path / "old.npz", "wb") as fh:  # written by a version that did not check its input
+        np.savez(fh, data=bad.data, offsets=bad.offsets, utt_ids=np.array(bad.utt_ids))
+    good = FrameStore.from_arrays([np.zeros((4, 2))], ["a"])
+    assert cached(tmp_path / "old.npz", lambda: good).utt_ids == ["a"]
+    assert FrameStore.load(tmp_path / "old.npz").utt_ids == ["a"]
 
 
 def test_unknown_scale_names_the_parameter_and_the_choices():
@@ -76,6 +89,41 @@ def test_cli_rejects_an_unknown_stage(capsys):
     with pytest.raises(SystemExit):
         main(["fly"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_cli_refuses_zero_pretraining_steps_before_any_work(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--steps", "0", "--work-dir", str(tmp_path)])
+    assert exit_info.value.code != 0
+    assert "--steps: must be >= 1, got 0" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_errors_are_one_line_on_stderr_and_tracebacks_need_debug(capsys, tmp_path):
+    missing = tmp_path / "no-checkpoint"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["efficiency", str(missing)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert err.startswith("melhubert: error: ") and err.count("\n") == 1 and "no-checkpoint" in err
+    assert "Traceback" not in err
+    with pytest.raises(FileNotFoundError, match="no-checkpoint"):
+        main(["--debug", "efficiency", str(missing)])
+
+
+def test_cli_reports_an_unexpected_error_with_its_type_and_the_debug_hint(capsys, tmp_path, monkeypatch):
+    ckpt = MelHuBERT(preset("smoke")).save_pretrained(tmp_path / "ckpt")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(efficiency, "measure", broken)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["efficiency", str(ckpt)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert err == "melhubert: error: RuntimeError: boom second line (an unexpected error; rerun with --debug for " \
+                  "the traceback)\n"
 
 
 def test_committed_notebooks_store_the_outputs_their_checked_cells_compare():

@@ -54,8 +54,30 @@ def test_checkpoint_from_another_config_is_a_clear_error(tmp_path):
     cfg = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     cfg["ffn_dims"] = [64, 64, 40]
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="model.safetensors"):
+    with pytest.raises(ValueError, match="model.safetensors") as err:
         MelHuBERT.from_pretrained(tmp_path / "ckpt")
+    assert "layers.1.ffn.fc2.weight: config builds (32, 64), file holds (32, 17)" in str(err.value)
+
+
+def test_a_config_splitting_the_attention_into_other_heads_of_the_same_width_is_refused(tmp_path):
+    MelHuBERT(preset("smoke")).save_pretrained(tmp_path / "ckpt")  # heads [2, 2] x 16 dims
+    cfg = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    cfg.update(heads=[4, 4], head_dim=8)  # the same 32 rows in every projection
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="model.safetensors") as err:
+        MelHuBERT.from_pretrained(tmp_path / "ckpt")
+    for i in (0, 1):
+        assert f"layers.{i}.attention.{{q,k,v,out}}_proj: config splits them into 4 heads x 8, file was saved " \
+               "as 2 heads x 16" in str(err.value)
+
+
+def test_a_truncated_weights_file_names_its_path(tmp_path):
+    ckpt = MelHuBERT(preset("smoke")).save_pretrained(tmp_path / "ckpt")
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="truncated or corrupt") as err:
+        MelHuBERT.from_pretrained(ckpt)
+    assert str(weights) in str(err.value)
 
 
 def test_missing_checkpoint_names_the_path(tmp_path):
@@ -110,6 +132,14 @@ def test_masked_input_frames_do_not_reach_the_model():
 def test_wrong_feature_width_is_a_clear_error():
     with pytest.raises(ValueError, match="80"):
         MelHuBERT(preset("smoke"))(torch.randn(1, 10, 40))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_features_are_refused_instead_of_giving_non_finite_hidden_states(value):
+    x = torch.randn(2, 10, 80)
+    x[1, 3, 7] = value
+    with pytest.raises(ValueError, match="feats hold NaN or infinite values"):
+        MelHuBERT(preset("smoke"))(x)
 
 
 def test_low_rank_rejects_a_rank_above_the_layer_size():

@@ -153,11 +153,24 @@ def test_resuming_with_another_schedule_is_refused(tiny_data, tmp_path):
 
 
 def test_non_finite_loss_stops_without_writing_a_checkpoint(tiny_data, tmp_path):
-    bad_feats = tiny_data["train"].feats.map(lambda f: np.full_like(f, np.inf))
-    bad = SSLData(bad_feats, tiny_data["train"].targets)
+    model = fresh_model()
+    with torch.no_grad():
+        model.cluster_head.bias.fill_(np.inf)  # finite inputs, non-finite logits
     with pytest.raises(FloatingPointError, match="step 1"):
+        train(model, tiny_data["train"], tiny_data["valid"], SCHED, tmp_path / "run")
+    assert not list((tmp_path / "run").glob("checkpoints/step-*"))
+
+
+def test_non_finite_features_are_refused_before_a_training_step(tiny_data, tmp_path):
+    bad = SSLData(tiny_data["train"].feats.map(lambda f: np.full_like(f, np.inf)), tiny_data["train"].targets)
+    with pytest.raises(ValueError, match="feats hold NaN or infinite values"):
         train(fresh_model(), bad, tiny_data["valid"], SCHED, tmp_path / "run")
     assert not list((tmp_path / "run").glob("checkpoints/step-*"))
+
+
+def test_a_schedule_of_zero_steps_is_refused_where_it_is_made():
+    with pytest.raises(ValueError, match=r"steps=0: .*steps must be >= 1"):
+        dataclasses.replace(SCHED, steps=0)
 
 
 def test_learning_rate_schedule_warms_up_and_decays():

@@ -11,6 +11,7 @@ from melhubert_lib.low_rank import (
     energy_ranks,
     factorisable,
     factorise,
+    ffn_step,
     ffn_unit_scores,
     shrink_ffn,
     uniform_ranks,
@@ -111,6 +112,14 @@ def test_ffn_shrink_removes_the_lowest_units_and_matches_their_zeroing():
     torch.testing.assert_close(shrunk(x).logits, masked(x).logits, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="FFN units"):
         shrink_ffn(model, 64)
+
+
+@pytest.mark.parametrize("width", [64, 100])
+def test_an_ffn_shrink_to_a_width_not_below_the_current_one_says_so(width):
+    with pytest.raises(ValueError, match=rf"FFN width {width} is not below the current width 64.*\[1, 63\]"):
+        ffn_step(_model(), width)
+    with pytest.raises(ValueError, match="n_remove=-36: the FFN shrink removes at least one unit"):
+        shrink_ffn(_model(), -36)
 
 
 def test_svd_refuses_a_weight_pruned_model():

@@ -2,7 +2,10 @@
 
 Runs a few real training steps of each preset on random inputs of the scale's crop length and batch
 size, after warm-up steps, in this one process, and prints the ratio of the default preset to the paper
-preset so machines can be compared. Usage: python benchmarks/pretrain_throughput.py [--steps N]
+preset so machines can be compared. Then the default model's step against the same shape built from torch's
+own `nn.TransformerEncoderLayer` (post-LN, GELU, the same input projection, positional convolution and
+cluster head), interleaved rounds in this process, with the ratio. Usage:
+python benchmarks/pretrain_throughput.py [--steps N] [--rounds R]
 """
 
 from __future__ import annotations
@@ -10,20 +13,44 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from types import SimpleNamespace
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from melhubert_lib.efficiency import count_macs
-from melhubert_lib.model import MelHuBERT, preset
+from melhubert_lib.model import MelHuBERT, MelHuBERTConfig, preset
 from melhubert_lib.scales import get_scale
 
 
-def throughput(scale_name: str, steps: int, warmup: int = 2) -> float:
-    """Seconds of audio per wall second for `steps` Adam updates of the scale's model and batch."""
+class TorchEncoderStack(nn.Module):
+    """The default model's shape from torch's own encoder layers: the reference of the throughput aim."""
+
+    def __init__(self, cfg: MelHuBERTConfig) -> None:
+        super().__init__()
+        reference = MelHuBERT(cfg)
+        self.input_proj, self.pos_conv, self.input_norm = reference.input_proj, reference.pos_conv, reference.input_norm
+        layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.heads[0], cfg.ffn_dims[0], dropout=cfg.dropout,
+                                           activation="gelu", batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
+        self.cluster_head = reference.cluster_head
+
+    def forward(self, feats: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> SimpleNamespace:
+        x = self.input_proj(feats.masked_fill(mask[..., None], 0.0))
+        x = self.encoder(self.input_norm(x + self.pos_conv(x)))
+        logits = self.cluster_head(x)
+        return SimpleNamespace(loss=F.cross_entropy(logits[mask], targets[mask]))
+
+
+def throughput(scale_name: str, steps: int, warmup: int = 2, torch_layers: bool = False) -> float:
+    """Seconds of audio per wall second for `steps` Adam updates of the scale's model and batch (`torch_layers`:
+    the same shape from torch's encoder layers)."""
     scale = get_scale(scale_name)
     sched = scale.pretrain
     cfg = dataclasses.replace(preset(scale.model_preset), n_clusters=scale.targets.n_clusters)
-    model = MelHuBERT(cfg).train()
+    torch.manual_seed(0)
+    model = (TorchEncoderStack(cfg) if torch_layers else MelHuBERT(cfg)).train()
     frames = int(sched.crop_seconds * 1000 / cfg.frame_ms)
     batch = max(1, int(sched.batch_seconds // sched.crop_seconds))
     batch = min(batch, 2) if scale_name == "paper" else batch  # the paper batch is too slow for a CPU benchmark
@@ -44,6 +71,7 @@ def main() -> None:
     """Print throughput and MACs/s for the default and paper presets, and their ratios."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds against torch's layers")
     args = parser.parse_args()
     print(f"torch threads: {torch.get_num_threads()}")
     results = {}
@@ -57,6 +85,12 @@ def main() -> None:
               f"(attention {macs.attention / macs.seconds / 1e9:.3f} G)  training {speed:7.1f} s audio / s")
     d, p = results["default"], results["paper"]
     print(f"ratio default/paper: throughput x{d[0] / p[0]:.1f}, MACs/s x{d[1] / p[1]:.3f}")
+    ours, theirs = [], []
+    for _ in range(args.rounds):  # interleaved, so drifts of the machine hit both alike
+        ours.append(throughput("default", args.steps))
+        theirs.append(throughput("default", args.steps, torch_layers=True))
+    print(f"default shape, best of {args.rounds} rounds: MelHuBERT {max(ours):.1f} s audio / s, torch "
+          f"TransformerEncoderLayer stack {max(theirs):.1f} s audio / s, ratio x{max(ours) / max(theirs):.2f}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ class CorpusScale:
     labeled_utts: dict[str, int]  # LibriSpeech-layout labeled splits: train/dev/test utterances
     sid_utts_per_speaker: dict[str, int]  # VoxCeleb1-layout identification split per speaker
     ks_per_keyword: int  # Speech Commands clips per keyword (and per unknown word)
+    # test clips per keyword (None: 10 % of ks_per_keyword, as in Speech Commands); a larger test set narrows the
+    # intervals of every KS comparison without making the probes' training any longer
+    ks_test_per_keyword: int | None = None
     min_words: int = 5  # sentence length range of the text generator
     max_words: int = 16
 
@@ -57,6 +60,8 @@ class PretrainScale:
     precision: str = "float32"
 
     def __post_init__(self) -> None:
+        if self.steps < 1:  # a run of no steps would leave the untrained model as its result
+            raise ValueError(f"steps={self.steps}: a training run needs at least 1 step (steps must be >= 1)")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r}: choose one of {', '.join(PRECISIONS)}")
 
@@ -174,8 +179,11 @@ SCALES: dict[str, Scale] = {
             pretrain_hours=2.0,
             n_speakers=240,
             labeled_utts={"train": 900, "dev": 150, "test": 300},
-            sid_utts_per_speaker={"train": 6, "dev": 1, "test": 2},
+            # test sets sized so that a difference to the baseline is resolved to about a quarter of the
+            # baseline's gain over log-Mel (measured half-widths: README, "Intervals")
+            sid_utts_per_speaker={"train": 6, "dev": 1, "test": 4},
             ks_per_keyword=120,
+            ks_test_per_keyword=48,
         ),
         targets=TargetScale(n_clusters=500, max_frames=200_000),
         pretrain=PretrainScale(

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .bootstrap import Interval, paired_statistic
+from .bootstrap import Interval, paired_rate_difference, paired_statistic
 from .compression import RESULTS_FILE
 from .evaluation import DOWNSTREAM_FILE, utterance_errors, utterance_table
 from .model import MelHuBERT
@@ -112,17 +112,14 @@ def best_within_budget(points: pd.DataFrame, cost: str, budgets: list[float], er
     return pd.concat(rows, ignore_index=True) if rows else points.iloc[:0].assign(budget=[])
 
 
-def retained(errors: pd.DataFrame, floor: str = "log-Mel", baseline: str = "baseline") -> pd.DataFrame:
-    """Per source and task, the share of the baseline's gain over the floor that the source keeps.
-
-    1 = as good as the baseline, 0 = no better than the floor (negative: worse than the floor).
-    `errors` holds test-split rows of `with_error` (mean over probe seeds is taken here).
-    """
-    mean = errors.groupby(["source", "task"]).error.mean().unstack("task")
-    for name in (floor, baseline):
-        if name not in mean.index:
-            raise ValueError(f"no downstream rows for {name!r}: run 06_downstream first at this scale")
-    return (mean.loc[floor] - mean) / (mean.loc[floor] - mean.loc[baseline])
+def tied_with(ws: Workspace, task: str, best: str, others: Sequence[str],
+              table: pd.DataFrame | None = None) -> list[str]:
+    """The sources among `others` whose test error on `task` is not resolved from `best`'s: the paired 95 % interval
+    of the difference (test utterances and probe seeds) contains zero."""
+    table = utterance_table(ws) if table is None else table
+    reference = utterance_errors(ws, best, task, table=table)
+    return [other for other in others
+            if paired_rate_difference(*utterance_errors(ws, other, task, table=table), *reference).sign == 0]
 
 
 def retained_intervals(ws: Workspace, sources: Sequence[str], tasks: Sequence[str], floor: str = "log-Mel",

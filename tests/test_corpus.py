@@ -30,6 +30,8 @@ from melhubert_lib.corpus import build as build_module
 from melhubert_lib.corpus.alignment import event_segments
 from melhubert_lib.corpus.espeak import engine
 from melhubert_lib.corpus.phones import ACCENT_OVERRIDES, DEFAULT_MAPPING
+from melhubert_lib.corpus.plan import KEYWORDS as PLANNED_KEYWORDS
+from melhubert_lib.corpus.plan import clip_subsets, plan_corpus
 from melhubert_lib.corpus.speakers import ACCENTS, VARIANTS
 from melhubert_lib.corpus.text import SentenceGenerator, default_vocabulary
 from melhubert_lib.scales import get_scale
@@ -307,3 +309,14 @@ def test_sentence_generator_is_seeded_grammatical_text() -> None:
         assert set(tokens) <= words
     counts = Counter(token for sentence in sentences for token in sentence.split())
     assert counts["the"] > 10  # function words recur, as in real text
+
+
+def test_a_larger_keyword_test_set_leaves_training_and_validation_clips_as_they_were() -> None:
+    assert Counter(clip_subsets(120, np.random.default_rng(0))) == {"train": 96, "validation": 12, "test": 12}
+    assert Counter(clip_subsets(120, np.random.default_rng(0), 48)) == {"train": 96, "validation": 12, "test": 48}
+    # the Speech Commands split is unchanged where no test size is given
+    assert clip_subsets(120, np.random.default_rng(0), None) == clip_subsets(120, np.random.default_rng(0))
+    jobs = plan_corpus(replace(SCALE, ks_per_keyword=10, ks_test_per_keyword=5), SEED).jobs
+    per_word = Counter((j.text, j.subset) for j in jobs if j.rel_path.startswith("speech_commands/"))
+    assert {per_word[w, "test"] for w in PLANNED_KEYWORDS} == {5}
+    assert {per_word[w, "train"] for w in PLANNED_KEYWORDS} == {8}

@@ -16,10 +16,10 @@ from melhubert_lib.study import (
     finetune_band,
     pareto_front,
     rank_correlation,
-    retained,
     retained_intervals,
     smallest_within,
     spread_levels,
+    tied_with,
     with_error,
 )
 
@@ -77,20 +77,6 @@ def test_error_is_one_minus_accuracy_and_the_rate_itself_otherwise():
     assert np.allclose(rows.error, [0.3, 0.4, 0.9])
 
 
-def test_retained_is_one_at_the_baseline_and_zero_at_the_floor():
-    errors = pd.DataFrame({
-        "source": ["log-Mel", "baseline", "x", "x", "log-Mel", "baseline", "x"],
-        "task": ["PR", "PR", "PR", "PR", "SID", "SID", "SID"],
-        "error": [0.8, 0.6, 0.65, 0.75, 0.6, 0.4, 0.7],
-    })
-    kept = retained(errors)
-    assert kept.loc["baseline"].tolist() == [1.0, 1.0] and kept.loc["log-Mel"].tolist() == [0.0, 0.0]
-    assert kept.loc["x", "PR"] == pytest.approx(0.5)  # mean error 0.7 over its two seeds: half the gain
-    assert kept.loc["x", "SID"] == pytest.approx(-0.5)  # worse than the floor
-    with pytest.raises(ValueError, match="06_downstream"):
-        retained(errors[errors.source != "baseline"])
-
-
 def test_smallest_within_ignores_levels_above_the_limit():
     levels = pd.DataFrame({"run": ["a", "a", "a", "b", "b"], "nonzero_params": [10, 5, 2, 10, 4],
                            "loss_after": [1.0, 1.1, 1.5, 1.0, 1.3]})
@@ -109,18 +95,22 @@ def test_finetune_band_repeats_a_seed_exactly_and_resumes(smoke_ws):
     assert (smoke_ws.run_dir("baseline-finetune-seed1") / "model").is_dir()
 
 
-def test_retained_intervals_pin_the_floor_at_zero_the_baseline_at_one_and_a_halfway_model_at_a_half(tmp_path):
+def _utterance_results(tmp_path, errors: dict[str, np.ndarray], units: np.ndarray) -> SimpleNamespace:
+    """A workspace stand-in whose per-utterance PR results hold `errors` per source, the same for probe seeds 0, 1."""
     from melhubert_lib.evaluation import UTTERANCES_FILE
 
-    units = np.random.default_rng(5).integers(10, 30, 40)
-    errors = {"log-Mel": 0.6 * units, "baseline": 0.2 * units, "half": 0.4 * units}
     rows = [{"source": src, "key": src, "task": "PR", "seed": seed, "metric": "PER", "utterance": i, "errors": e,
              "units": u}
             for src, errs in errors.items() for seed in (0, 1)
             for i, (e, u) in enumerate(zip(errs, units, strict=True))]
     (tmp_path / "results").mkdir()
     pd.DataFrame(rows).to_csv(tmp_path / "results" / UTTERANCES_FILE, index=False)
-    ws = SimpleNamespace(results=tmp_path / "results")
+    return SimpleNamespace(results=tmp_path / "results")
+
+
+def test_retained_intervals_pin_the_floor_at_zero_the_baseline_at_one_and_a_halfway_model_at_a_half(tmp_path):
+    units = np.random.default_rng(5).integers(10, 30, 40)
+    ws = _utterance_results(tmp_path, {"log-Mel": 0.6 * units, "baseline": 0.2 * units, "half": 0.4 * units}, units)
     kept = retained_intervals(ws, ["log-Mel", "baseline", "half"], ["PR"]).set_index("source")
     for source, share in (("log-Mel", 0.0), ("baseline", 1.0), ("half", 0.5)):
         assert tuple(kept.loc[source, ["kept", "kept_lo", "kept_hi"]]) == pytest.approx((share, share, share), abs=1e-9)
@@ -154,3 +144,12 @@ def test_depth_matters_only_with_every_gap_resolved_the_aim_reached_and_a_layer_
     unresolved = [*steps[:1], ("first-2", "all", 0.05, -0.01), steps[2]]
     assert not check(unresolved, [0.2, 0.3, 0.5]).holds(0.10)  # one step's interval spans zero
     assert not check([], [1.0]).holds(0.0)  # one layer: nothing to matter
+
+
+def test_tied_with_keeps_only_sources_whose_difference_to_the_best_is_not_resolved(tmp_path):
+    units = np.full(60, 20)
+    best = np.full(60, 4.0)
+    swings = np.where(np.arange(60) % 2 == 0, 1.0, -1.0)  # as many utterances better as worse: no difference
+    ws = _utterance_results(tmp_path, {"best": best, "same": best.copy(), "swinging": best + swings,
+                                       "worse": best + 2.0}, units)
+    assert tied_with(ws, "PR", "best", ["same", "swinging", "worse"]) == ["same", "swinging"]

@@ -90,7 +90,7 @@ def build_corpus(root: Path, corpus: CorpusScale, seed: int = 0, workers: int = 
     with atomic_path(root) as build_dir:
         build_dir.mkdir()
         seconds = _synthesise(plan.jobs, build_dir, workers)
-        silence = _write_indexes(build_dir, plan, corpus.ks_per_keyword, seed)
+        silence = _write_indexes(build_dir, plan, corpus, seed)
         seconds[SPEECH_COMMANDS] += len(silence) * CLIP_SECONDS
         info = CorpusInfo(
             root=root,
@@ -177,13 +177,13 @@ def _synthesise(jobs: tuple[SpeechJob, ...], build_dir: Path, workers: int) -> C
     return seconds
 
 
-def _write_indexes(build_dir: Path, plan: CorpusPlan, n_silence: int, seed: int) -> list[ListedClip]:
+def _write_indexes(build_dir: Path, plan: CorpusPlan, corpus: CorpusScale, seed: int) -> list[ListedClip]:
     """Write the remaining index files, the background noise and the silence clips (returned)."""
     write_iden_split(build_dir / VOXCELEB, [j for j in plan.jobs if _layout(j) == VOXCELEB])
     speech_commands = build_dir / SPEECH_COMMANDS
     rng = np.random.default_rng([seed, 4])
     noises = write_background_noise(speech_commands, rng)
-    silence = write_silence_clips(speech_commands, noises, n_silence, rng)
+    silence = write_silence_clips(speech_commands, noises, corpus.ks_per_keyword, rng, corpus.ks_test_per_keyword)
     listed = [listed_clip(j) for j in plan.jobs if _layout(j) == SPEECH_COMMANDS]
     write_split_lists(speech_commands, listed + silence)
     write_json_atomic(build_dir / SPEAKERS_FILE, _speaker_table(plan, seed))

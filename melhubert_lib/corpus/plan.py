@@ -171,14 +171,17 @@ def _speech_commands_speakers(n_speakers: int, rng: np.random.Generator) -> dict
     return subsets
 
 
-def clip_subsets(n_clips: int, rng: np.random.Generator) -> list[str]:
-    """Subsets for `n_clips` clips of one class: about 10 % validation, 10 % test (one each if n >= 3)."""
+def clip_subsets(n_clips: int, rng: np.random.Generator, test_clips: int | None = None) -> list[str]:
+    """Subsets for the clips of one class: about 10 % of `n_clips` validation and 10 % test (one each if n >= 3),
+    the rest train; `test_clips` (if given) replaces the test count, leaving train and validation as they were."""
     counts = {
         s: max(1, round(share * n_clips)) if n_clips >= 3 else 0 for s, share in KS_SUBSET_SHARES.items()
     }
-    subsets = [s for s, n in counts.items() for _ in range(n)]
-    subsets += ["train"] * (n_clips - len(subsets))
-    return [subsets[i] for i in rng.permutation(n_clips)]
+    n_train = n_clips - sum(counts.values())
+    if test_clips is not None:
+        counts["test"] = test_clips
+    subsets = [s for s, n in counts.items() for _ in range(n)] + ["train"] * n_train
+    return [subsets[i] for i in rng.permutation(len(subsets))]
 
 
 def _speech_commands_jobs(
@@ -192,7 +195,7 @@ def _speech_commands_jobs(
     takes: Counter[tuple[str, int]] = Counter()
     cursor: Counter[str] = Counter()
     for word in KEYWORDS + UNKNOWN_WORDS:
-        for subset in clip_subsets(scale.ks_per_keyword, rng):
+        for subset in clip_subsets(scale.ks_per_keyword, rng, scale.ks_test_per_keyword):
             pool = subset_speakers[subset]
             speaker = speakers[pool[cursor[subset] % len(pool)]]
             cursor[subset] += 1

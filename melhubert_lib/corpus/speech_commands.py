@@ -69,12 +69,12 @@ def write_background_noise(root: Path, rng: np.random.Generator) -> dict[str, np
 
 
 def write_silence_clips(
-    root: Path, noises: dict[str, np.ndarray], n_clips: int, rng: np.random.Generator
+    root: Path, noises: dict[str, np.ndarray], n_clips: int, rng: np.random.Generator, test_clips: int | None = None
 ) -> list[ListedClip]:
-    """Cut `n_clips` 1 s clips at random levels from the noises into `_silence_/`."""
+    """Cut 1 s clips at random levels from the noises into `_silence_/`, split as `clip_subsets` does."""
     (root / SILENCE_LABEL).mkdir(parents=True, exist_ok=True)
     names = sorted(noises)
-    subsets = clip_subsets(n_clips, rng)
+    subsets = clip_subsets(n_clips, rng, test_clips)
     n_clip = round(CLIP_SECONDS * SAMPLE_RATE)
     clips = []
     for k, subset in enumerate(subsets):

@@ -320,3 +320,10 @@ def test_a_larger_keyword_test_set_leaves_training_and_validation_clips_as_they_
     per_word = Counter((j.text, j.subset) for j in jobs if j.rel_path.startswith("speech_commands/"))
     assert {per_word[w, "test"] for w in PLANNED_KEYWORDS} == {5}
     assert {per_word[w, "train"] for w in PLANNED_KEYWORDS} == {8}
+
+
+def test_a_setting_left_at_none_is_not_part_of_a_corpus_identity():
+    plain = build_module.corpus_settings(SCALE, SEED)["corpus"]
+    assert "ks_test_per_keyword" not in plain  # a corpus built before the setting existed still matches
+    larger = build_module.corpus_settings(replace(SCALE, ks_test_per_keyword=48), SEED)["corpus"]
+    assert larger == {**plain, "ks_test_per_keyword": 48}

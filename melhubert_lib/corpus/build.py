@@ -69,8 +69,10 @@ class CorpusInfo:
 
 
 def corpus_settings(corpus: CorpusScale, seed: int) -> dict:
-    """The settings a corpus is built from, as stored in its marker file."""
-    return json.loads(json.dumps({"format_version": FORMAT_VERSION, "seed": seed, "corpus": asdict(corpus)}))
+    """The settings a corpus is built from, as stored in its marker file (a setting left at None, the layout's own
+    default, is not written: a corpus built before that setting existed is the same corpus)."""
+    given = {key: value for key, value in asdict(corpus).items() if value is not None}
+    return json.loads(json.dumps({"format_version": FORMAT_VERSION, "seed": seed, "corpus": given}))
 
 
 def build_corpus(root: Path, corpus: CorpusScale, seed: int = 0, workers: int = 2) -> CorpusInfo:

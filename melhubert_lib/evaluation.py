@@ -93,12 +93,14 @@ def evaluate(ws: Workspace, candidates: list[Candidate], tasks: list[TaskData],
 
 
 def error_difference(ws: Workspace, a: str, b: str, task: str, seeds: tuple[int, ...] | None = None,
-                     metric: str | None = None) -> Difference:
+                     metric: str | None = None, table: pd.DataFrame | None = None) -> Difference:
     """Test error rate of source `a` minus that of `b` on `task` (mean over probe `seeds`, default every seed on
     file), with a paired 95 % bootstrap interval over the test utterances and the probe seeds (from
-    `results/test_utterances.csv`; accuracy tasks: 1 - accuracy). `metric`: the task's own unless given (ASR: CER)."""
-    return paired_rate_difference(*utterance_errors(ws, a, task, seeds, metric),
-                                  *utterance_errors(ws, b, task, seeds, metric))
+    `results/test_utterances.csv`, or `table`, that file already read; accuracy tasks: 1 - accuracy). `metric`: the
+    task's own unless given (ASR: CER)."""
+    table = utterance_table(ws) if table is None else table  # read once for both sources
+    return paired_rate_difference(*utterance_errors(ws, a, task, seeds, metric, table),
+                                  *utterance_errors(ws, b, task, seeds, metric, table))
 
 
 def error_interval(ws: Workspace, source: str, task: str, seeds: tuple[int, ...] | None = None,

@@ -100,15 +100,11 @@ def extract(
 
 
 def cached(path: str | os.PathLike, build: Callable[[], FrameStore]) -> FrameStore:
-    """Load the store at `path`, or build it, save it atomically and return it.
-
-    A cached store holding NaN or infinite values (written before inputs were checked) is built again.
-    """
+    """Load the store at `path`, or build it, save it atomically and return it (a store holding NaN or infinite
+    values is never written, so a cache never holds one)."""
     path = Path(path)
     if path.is_file():
-        store = FrameStore.load(path)
-        if not store.non_finite_utts():
-            return store
+        return FrameStore.load(path)
     store = build()
     store.save(path)
     return store

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .bootstrap import Interval, paired_rate_difference, paired_statistic
+from .bootstrap import Interval, paired_statistic
 from .compression import RESULTS_FILE
-from .evaluation import DOWNSTREAM_FILE, utterance_errors, utterance_table
+from .evaluation import DOWNSTREAM_FILE, error_difference, utterance_errors, utterance_table
 from .model import MelHuBERT
 from .pretrain import SSLData, evaluate_ssl, train
 from .scales import PretrainScale
@@ -117,9 +117,7 @@ def tied_with(ws: Workspace, task: str, best: str, others: Sequence[str],
     """The sources among `others` whose test error on `task` is not resolved from `best`'s: the paired 95 % interval
     of the difference (test utterances and probe seeds) contains zero."""
     table = utterance_table(ws) if table is None else table
-    reference = utterance_errors(ws, best, task, table=table)
-    return [other for other in others
-            if paired_rate_difference(*utterance_errors(ws, other, task, table=table), *reference).sign == 0]
+    return [other for other in others if error_difference(ws, other, best, task, table=table).sign == 0]
 
 
 def retained_intervals(ws: Workspace, sources: Sequence[str], tasks: Sequence[str], floor: str = "log-Mel",

@@ -22,6 +22,7 @@ from torch import nn
 from .frames import FrameStore
 from .layer_features import FeatureSource, task_features
 from .scales import DownstreamScale
+from .stacked_probes import CLIP_NORM, StackedLinearProbes
 from .tasks import SPLITS, TaskData
 from .workspace import Workspace
 
@@ -139,31 +140,83 @@ def train_probes(source: str, task: TaskData, feats: dict[str, FrameStore], sett
     for seed in seeds:
         torch.manual_seed(seed)
         probes.append(Probe(layout, len(task.vocabulary), *stats, lstm, settings.asr_layers))
-    optimizers = [torch.optim.Adam(p.parameters(), lr=settings.learning_rates[name]) for p in probes]
+    lr = settings.learning_rates[name]
+    trainer = _SeparateProbes(probes, lr) if lstm else _StackedProbes(probes, lr)
     gen = torch.Generator().manual_seed(seeds[0] if order_seed is None else order_seed)
     best: list[tuple[float, int, dict[str, torch.Tensor], dict[str, float]] | None] = [None] * len(seeds)
     for epoch in range(1, settings.epochs[name] + 1):
-        for probe in probes:
-            probe.train()
         for batch in data["train"].batches(gen, sequence):
-            layers = probes[0].standardize(batch.feats)
-            for probe, opt in zip(probes, optimizers, strict=True):
-                loss = logits_loss(probe.head(layers, batch.lengths), batch.lengths, batch.labels)
-                opt.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(probe.parameters(), 5.0)
-                opt.step()
-        for i, dev in enumerate(_score(probes, data["dev"], task)):
+            trainer.step(probes[0].standardize(batch.feats), batch)
+        for i, dev in enumerate(_score(trainer, probes[0], data["dev"], task)):
             key = dev.metrics[task.spec.select_metric] * (1 if task.spec.lower_is_better else -1)
             if best[i] is None or key < best[i][0]:
-                best[i] = (key, epoch, {k: v.clone() for k, v in probes[i].state_dict().items()}, dev.metrics)
-    for probe, (_, _, state, _) in zip(probes, best, strict=True):
-        probe.load_state_dict(state)
-    tests = _score(probes, data["test"], task)
+                best[i] = (key, epoch, trainer.snapshot(i), dev.metrics)
+    for i, (_, _, state, _) in enumerate(best):
+        trainer.restore(i, state)
+    tests = _score(trainer, probes[0], data["test"], task)
+    trainer.write_back()
     seconds = (time.perf_counter() - start) / len(seeds)  # each seed's share of the pass
     return [TaskResult(source, name, task.spec.metric, seed, dev, test.metrics, epoch, probe.layer_weights(), seconds,
                        probe.eval(), test.errors, test.units)
             for seed, probe, (_, epoch, _, dev), test in zip(seeds, probes, best, tests, strict=True)]
+
+
+class _StackedProbes:
+    """Linear probes of all seeds as one `StackedLinearProbes` with one Adam (elementwise: per seed, as alone)."""
+
+    def __init__(self, probes: list[Probe], lr: float) -> None:
+        self.probes, self.stack = probes, StackedLinearProbes(probes)
+        self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=lr)
+
+    def step(self, layers: torch.Tensor, batch: _Batch) -> None:
+        self.stack.train()
+        loss = seeds_loss(self.stack(layers), batch.lengths, batch.labels)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.stack.clip_each_seed()
+        self.optimizer.step()
+
+    def logits(self, layers: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        self.stack.eval()
+        return list(self.stack(layers).unbind(0))
+
+    def snapshot(self, i: int) -> dict[str, torch.Tensor]:
+        return self.stack.seed_state(i)
+
+    def restore(self, i: int, state: dict[str, torch.Tensor]) -> None:
+        self.stack.load_seed_state(i, state)
+
+    def write_back(self) -> None:
+        self.stack.write_back(self.probes)
+
+
+class _SeparateProbes:
+    """Probes with a BiLSTM: one module and one Adam per seed, sharing each standardised batch."""
+
+    def __init__(self, probes: list[Probe], lr: float) -> None:
+        self.probes = probes
+        self.optimizers = [torch.optim.Adam(p.parameters(), lr=lr) for p in probes]
+
+    def step(self, layers: torch.Tensor, batch: _Batch) -> None:
+        for probe, opt in zip(self.probes, self.optimizers, strict=True):
+            probe.train()
+            loss = logits_loss(probe.head(layers, batch.lengths), batch.lengths, batch.labels)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(probe.parameters(), CLIP_NORM)
+            opt.step()
+
+    def logits(self, layers: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        return [probe.eval().head(layers, lengths) for probe in self.probes]
+
+    def snapshot(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.probes[i].state_dict().items()}
+
+    def restore(self, i: int, state: dict[str, torch.Tensor]) -> None:
+        self.probes[i].load_state_dict(state)
+
+    def write_back(self) -> None:
+        """Nothing to do: the probes are the trained modules."""
 
 
 def seed_errors(results: list[TaskResult], metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -254,29 +307,37 @@ def probe_loss(probe: Probe, feats: torch.Tensor, lengths: torch.Tensor,
 
 def logits_loss(logits: torch.Tensor, lengths: torch.Tensor, labels: list[list[int]] | torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the first frame's logits for class labels (a tensor), CTC for label sequences (lists)."""
+    return seeds_loss(logits[None], lengths, labels)
+
+
+def seeds_loss(logits: torch.Tensor, lengths: torch.Tensor, labels: list[list[int]] | torch.Tensor) -> torch.Tensor:
+    """The sum over seeds of each seed's batch loss, from (S, B, T, C) logits: a seed's gradient is its own loss's.
+
+    A seed's loss is the batch mean of cross-entropy on the first frame (class labels, a tensor) or of CTC divided by
+    the reference length (label sequences, lists; torch's reduction="mean")."""
+    n_seeds, n_utts = logits.shape[:2]
+    flat = logits.reshape(n_seeds * n_utts, *logits.shape[2:])
     if isinstance(labels, torch.Tensor):
-        return F.cross_entropy(logits[:, 0], labels)
-    targets = torch.cat([torch.tensor(t, dtype=torch.long) for t in labels])
+        return F.cross_entropy(flat[:, 0], labels.repeat(n_seeds), reduction="sum") / n_utts
     target_lengths = torch.tensor([len(t) for t in labels])
-    log_probs = logits.log_softmax(-1).transpose(0, 1)
-    return F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=0, zero_infinity=True)
+    targets = torch.cat([torch.tensor(t, dtype=torch.long) for t in labels]).repeat(n_seeds)
+    log_probs = flat.log_softmax(-1).transpose(0, 1)
+    per_utt = F.ctc_loss(log_probs, targets, lengths.repeat(n_seeds), target_lengths.repeat(n_seeds), blank=0,
+                         reduction="none", zero_infinity=True)
+    return (per_utt / target_lengths.clamp_min(1).repeat(n_seeds)).sum() / n_utts
 
 
 @torch.no_grad()
-def _score(probes: list[Probe], split: _Split, task: TaskData) -> list[_Scored]:
+def _score(trainer: _StackedProbes | _SeparateProbes, standard: Probe, split: _Split, task: TaskData) -> list[_Scored]:
     """Per probe: accuracy (utterance tasks) or error rates, edits per reference phone (PER), word (WER) or
     character (CER), with each utterance's errors; every batch is read and standardised once for all probes."""
-    for probe in probes:
-        probe.eval()
-    n = len(split.labels)
+    n, n_probes = len(split.labels), len(trainer.probes)
     sequence = task.spec.kind == "sequence"
     metrics = task.spec.metrics
-    errors = {m: np.zeros((len(probes), n)) for m in metrics}
-    units = {m: np.ones((len(probes), n)) for m in metrics}
+    errors = {m: np.zeros((n_probes, n)) for m in metrics}
+    units = {m: np.ones((n_probes, n)) for m in metrics}
     for batch in split.batches(None, sequence):
-        layers = probes[0].standardize(batch.feats)
-        for p, probe in enumerate(probes):
-            logits = probe.head(layers, batch.lengths)
+        for p, logits in enumerate(trainer.logits(standard.standardize(batch.feats), batch.lengths)):
             if not sequence:
                 errors[task.spec.metric][p, batch.rows] = (logits[:, 0].argmax(-1) != batch.labels).float().numpy()
                 continue
@@ -284,7 +345,7 @@ def _score(probes: list[Probe], split: _Split, task: TaskData) -> list[_Scored]:
                 for metric, (h, r) in _units(hyp, ref, task).items():
                     errors[metric][p, row], units[metric][p, row] = Levenshtein.distance(r, h), len(r)
     scored = []
-    for p in range(len(probes)):
+    for p in range(n_probes):
         rates = {m: errors[m][p].sum() / max(units[m][p].sum(), 1) for m in metrics}
         if not sequence:
             rates = {task.spec.metric: 1.0 - rates[task.spec.metric]}  # accuracy

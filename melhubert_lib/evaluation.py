@@ -178,7 +178,8 @@ def _score_rows(cand: Candidate, result: TaskResult, cost: Efficiency | None) ->
         "params": costs.get("params", 0), "nonzero_params": costs.get("nonzero_params", 0),
         "macs_per_second": costs.get("macs_per_second", math.nan),
         "sparse_macs_per_second": costs.get("sparse_macs_per_second", math.nan),
-        "rtf": costs.get("rtf", math.nan), "peak_memory_mb": costs.get("peak_memory_mb", math.nan),
+        "rtf": costs.get("rtf", math.nan), "rtf_iqr": costs.get("rtf_iqr", math.nan),
+        "peak_memory_mb": costs.get("peak_memory_mb", math.nan),
     }
     return [{**base, "metric": metric, "headline": metric == result.metric, "split": split, "value": value}
             for split, values in (("dev", result.dev), ("test", result.test)) for metric, value in values.items()]

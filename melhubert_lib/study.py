@@ -120,6 +120,26 @@ def tied_with(ws: Workspace, task: str, best: str, others: Sequence[str],
     return [other for other in others if error_difference(ws, other, best, task, table=table).sign == 0]
 
 
+def front_steps_resolved(ws: Workspace, task: str, front: pd.DataFrame, table: pd.DataFrame | None = None
+                         ) -> list[bool]:
+    """For each step along a Pareto front (`pareto_front`'s rows, by increasing cost), whether the costlier point's
+    lower error is resolved from the cheaper point's: the paired 95 % interval of the difference excludes zero."""
+    table = utterance_table(ws) if table is None else table
+    sources = list(front.source)
+    return [error_difference(ws, costly, cheap, task, table=table).sign < 0
+            for cheap, costly in zip(sources, sources[1:], strict=False)]
+
+
+def speed_verdict(rtf: float, rtf_iqr: float, reference_rtf: float, reference_iqr: float) -> str:
+    """"faster", "slower" or "indistinguishable": whether the two timings' interquartile ranges (median +- IQR / 2)
+    are disjoint, and on which side."""
+    if rtf + rtf_iqr / 2 < reference_rtf - reference_iqr / 2:
+        return "faster"
+    if rtf - rtf_iqr / 2 > reference_rtf + reference_iqr / 2:
+        return "slower"
+    return "indistinguishable"
+
+
 def retained_intervals(ws: Workspace, sources: Sequence[str], tasks: Sequence[str], floor: str = "log-Mel",
                        baseline: str = "baseline") -> pd.DataFrame:
     """Per source and task, the share of the baseline's gain over the floor that the source keeps, with a paired

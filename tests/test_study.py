@@ -14,10 +14,12 @@ from melhubert_lib.study import (
     best_within_budget,
     checkpoints_to_judge,
     finetune_band,
+    front_steps_resolved,
     pareto_front,
     rank_correlation,
     retained_intervals,
     smallest_within,
+    speed_verdict,
     spread_levels,
     tied_with,
     with_error,
@@ -153,3 +155,19 @@ def test_tied_with_keeps_only_sources_whose_difference_to_the_best_is_not_resolv
     ws = _utterance_results(tmp_path, {"best": best, "same": best.copy(), "swinging": best + swings,
                                        "worse": best + 2.0}, units)
     assert tied_with(ws, "PR", "best", ["same", "swinging", "worse"]) == ["same", "swinging"]
+
+
+def test_front_steps_resolved_marks_only_the_steps_whose_error_drop_is_resolved(tmp_path):
+    units = np.full(60, 20)
+    cheap = np.full(60, 8.0)
+    swings = np.where(np.arange(60) % 2 == 0, 1.0, -1.0)
+    ws = _utterance_results(tmp_path, {"cheap": cheap, "middle": cheap - 3.0, "costly": cheap - 3.0 + swings * 1.5},
+                            units)
+    front = pd.DataFrame({"source": ["cheap", "middle", "costly"], "macs": [1.0, 2.0, 3.0]})
+    assert front_steps_resolved(ws, "PR", front) == [True, False]
+
+
+def test_speed_verdict_needs_disjoint_interquartile_ranges():
+    assert speed_verdict(0.05, 0.002, 0.10, 0.004) == "faster"
+    assert speed_verdict(0.10, 0.004, 0.05, 0.002) == "slower"
+    assert speed_verdict(0.095, 0.004, 0.10, 0.008) == "indistinguishable"  # 5 % faster, within the spread

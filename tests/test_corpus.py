@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import shutil
 from collections import Counter
@@ -28,7 +30,7 @@ from melhubert_lib.corpus import (
 )
 from melhubert_lib.corpus import build as build_module
 from melhubert_lib.corpus.alignment import event_segments
-from melhubert_lib.corpus.espeak import engine
+from melhubert_lib.corpus.espeak import ESpeak
 from melhubert_lib.corpus.phones import ACCENT_OVERRIDES, DEFAULT_MAPPING
 from melhubert_lib.corpus.plan import KEYWORDS as PLANNED_KEYWORDS
 from melhubert_lib.corpus.plan import clip_subsets, plan_corpus
@@ -46,19 +48,6 @@ def corpus_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("corpus") / "synthetic"
     build_corpus(root, SCALE, seed=SEED, workers=2)
     return root
-
-
-def _index_files(root: Path) -> dict[str, str]:
-    """Every text index file of a corpus (transcripts, split lists, speakers), by relative path."""
-    patterns = (
-        "LibriSpeech/*/*/*/*.trans.txt",
-        "speech_commands/*.txt",
-        "VoxCeleb1/iden_split.txt",
-        "speakers.json",
-    )
-    return {
-        str(p.relative_to(root)): p.read_text() for pattern in patterns for p in sorted(root.glob(pattern))
-    }
 
 
 def test_layout_files_exist(corpus_root: Path) -> None:
@@ -183,12 +172,34 @@ def test_interrupted_build_leaves_nothing_and_rebuild_is_deterministic(
     assert not list(tmp_path.glob(".again.partial-*"))
     monkeypatch.undo()
 
-    abandoned = tmp_path / ".again.partial-4194305"  # above Linux's largest pid: its process cannot exist
+    abandoned = tmp_path / ".again.partial-4194305-0123456789ab"  # above Linux's largest pid: cannot be alive
     abandoned.mkdir()
-    build_corpus(root, SCALE, seed=SEED, workers=2)
+    running = tmp_path / f".again.partial-{os.getpid()}-0123456789ab"  # a build of a live process: kept
+    running.mkdir()
+    build_corpus(root, SCALE, seed=SEED, workers=1)
     assert (root / "corpus.json").is_file()
-    assert not abandoned.exists()
-    assert _index_files(root) == _index_files(corpus_root)
+    assert not abandoned.exists() and running.exists()
+    # every file, audio included, is byte-identical to the fixture's build, made by 2 worker processes
+    assert _file_hashes(root) == _file_hashes(corpus_root)
+
+
+def _file_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_job_sounds_the_same_whatever_was_synthesised_before() -> None:
+    jobs = plan_corpus(SCALE, SEED).jobs
+    first, other = jobs[0], next(j for j in jobs if j.speaker.variant != jobs[0].speaker.variant)
+
+    def speak(job) -> bytes:
+        with ESpeak() as engine:
+            s = job.speaker
+            return engine.synthesize(job.text, s.accent, s.variant, s.rate, s.pitch, s.pitch_range).wav.tobytes()
+
+    alone = speak(first)
+    speak(other)
+    assert speak(first) == alone and speak(first) == alone
 
 
 def test_librispeech_reader_errors_name_the_path(corpus_root: Path, tmp_path: Path) -> None:
@@ -275,19 +286,23 @@ def test_phone_mapping_covers_a_fixed_set() -> None:
 
 
 def test_every_listed_voice_loads_and_a_bad_one_is_refused() -> None:
-    for accent in ACCENTS:
-        for variant in VARIANTS:
-            engine().set_voice(accent, variant)
-    with pytest.raises(CorpusError, match="did not load"):
-        engine().set_voice("en-us", "no-such-variant")
-    with pytest.raises(CorpusError, match="did not load"):
-        engine().set_voice("en-gb", "m1")
+    with ESpeak() as engine:
+        for accent in ACCENTS:
+            for variant in VARIANTS:
+                engine.set_voice(accent, variant)
+        with pytest.raises(CorpusError, match="did not load"):
+            engine.set_voice("en-us", "no-such-variant")
+        with pytest.raises(CorpusError, match="did not load"):
+            engine.set_voice("en-gb", "m1")
+        with pytest.raises(CorpusError, match="already open"):
+            ESpeak()
 
 
 def test_synthesised_phonemes_all_map_for_every_accent() -> None:
     text = SentenceGenerator(np.random.default_rng(0), 12, 16).sentence()
     for accent in ACCENTS:
-        synthesis = engine().synthesize(text, accent, "m1", 175, 50, 50)
+        with ESpeak() as engine:
+            synthesis = engine.synthesize(text, accent, "m1", 175, 50, 50)
         segments = event_segments(synthesis.phonemes, accent, len(synthesis.wav) / synthesis.sample_rate)
         assert sum(seg.phone != SILENCE for seg in segments) > len(text.split())
         assert {seg.phone for seg in segments} <= set(PHONES)

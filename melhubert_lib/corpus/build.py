@@ -51,7 +51,7 @@ from .speech_commands import (
 )
 from .voxceleb import write_iden_split
 
-FORMAT_VERSION = 1  # bump when the generator changes what a given scale and seed produce
+FORMAT_VERSION = 2  # bump when the generator changes what a given scale and seed produce (2: a fresh eSpeak per job)
 MARKER_FILE = "corpus.json"
 SPEAKERS_FILE = "speakers.json"
 _CHUNK_SIZE = 8  # jobs handed to a worker at a time
@@ -129,9 +129,10 @@ def _existing_corpus(root: Path, settings: dict) -> CorpusInfo | None:
 
 
 def _remove_abandoned_builds(root: Path) -> None:
-    """Delete temporary build folders of `root` left by builds whose process no longer exists."""
-    for candidate in root.parent.glob(f".{root.name}.partial-*"):
-        pid = candidate.name.rsplit("-", 1)[-1]
+    """Delete temporary build folders of `root` (`.<name>.partial-<pid>-<hex>`, written by `atomic_path`) left by
+    builds whose process no longer exists."""
+    for candidate in root.parent.glob(f".{root.name}.partial-*-*"):
+        pid = candidate.name.rsplit("-", 2)[-2]
         if pid.isdigit() and not _process_alive(int(pid)):
             shutil.rmtree(candidate, ignore_errors=True)
 

@@ -1,19 +1,20 @@
 """A ctypes binding to the eSpeak NG library shipped in the `espeakng-loader` wheel.
 
-eSpeak keeps global state, so there is one engine per process (`engine()`), and it is not
-thread-safe: parallel synthesis uses processes. Synthesis is synchronous; the callback collects the
-audio (16-bit, 22050 Hz) and the phoneme events, whose `sample` field is the start of the phoneme
-in output samples.
+eSpeak keeps global state in the library itself, and it is not thread-safe: parallel synthesis uses
+processes. Synthesis is synchronous; the callback collects the audio (16-bit, 22050 Hz) and the phoneme
+events, whose `sample` field is the start of the phoneme in output samples.
 
-eSpeak's waveform generator carries a little state from one utterance to the next (the phase of
-its pitch "flutter"), so the same call can give waveforms a few samples apart depending on what the
-process synthesised before; the words, voice and prosody are always the ones asked for.
+eSpeak's waveform generator carries state from one utterance to the next that neither `espeak_Terminate`
+nor its random seeds reset (the same call gives waveforms hundreds of samples apart depending on what the
+process synthesised before). An `ESpeak` is therefore one freshly loaded copy of the library, used for one
+job and unloaded when its `with` block ends (about 3 ms a job): a job's audio depends on the job alone,
+not on the worker that ran it or the jobs before it, so a corpus is bit-identical for a seed.
 """
 
 from __future__ import annotations
 
+import _ctypes
 import ctypes
-import functools
 from dataclasses import dataclass
 
 import espeakng_loader
@@ -89,10 +90,21 @@ class Synthesis:
 
 
 class ESpeak:
-    """The eSpeak NG library of this process, initialised for synchronous synthesis with phoneme events."""
+    """A freshly loaded eSpeak NG library, initialised for synchronous synthesis with phoneme events.
+
+    Use it as a context manager (`with ESpeak() as speaker: ...`): leaving the block unloads the library, so the
+    next engine starts from the library's initial state. One engine at a time per process: two would share the
+    library's state.
+    """
+
+    _open = False  # an engine of this process holds the library
 
     def __init__(self) -> None:
+        if ESpeak._open:
+            raise CorpusError("an eSpeak engine is already open in this process: close it (leave its `with` block) "
+                              "before opening another, or the two would share the library's state")
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        ESpeak._open = True
         self._lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
@@ -106,6 +118,7 @@ class ESpeak:
             _AUDIO_OUTPUT_SYNCHRONOUS, 0, str(data_path).encode(), _INITIALIZE_PHONEME_EVENTS
         )
         if self.sample_rate <= 0:
+            self.close()
             raise CorpusError(
                 f"eSpeak NG failed to initialise with data at {data_path}; reinstall espeakng-loader"
             )
@@ -113,6 +126,21 @@ class ESpeak:
         self._events: list[PhonemeEvent] = []
         self._callback = _SynthCallback(self._collect)  # kept on self: ctypes must not free it
         self._lib.espeak_SetSynthCallback(self._callback)
+
+    def close(self) -> None:
+        """Terminate eSpeak and unload the library (its state goes with it)."""
+        if self._lib is None:
+            return
+        self._lib.espeak_Terminate()
+        _ctypes.dlclose(self._lib._handle)
+        self._lib = None
+        ESpeak._open = False
+
+    def __enter__(self) -> ESpeak:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _collect(self, wav, n_samples: int, events) -> int:
         if n_samples > 0:
@@ -163,9 +191,3 @@ class ESpeak:
 def _check_range(name: str, value: int, limits: tuple[int, int]) -> None:
     if not limits[0] <= value <= limits[1]:
         raise CorpusError(f"eSpeak parameter {name}={value} is outside {limits[0]}..{limits[1]}")
-
-
-@functools.cache
-def engine() -> ESpeak:
-    """Return this process's eSpeak engine, initialising the library on first use."""
-    return ESpeak()

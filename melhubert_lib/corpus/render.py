@@ -19,7 +19,7 @@ from melhubert_lib.audio import SAMPLE_RATE, save_audio
 
 from .alignment import event_segments, place_segments
 from .augment import add_noise, apply_channel, draw_conditions, reverberate, set_level
-from .espeak import PITCH_LIMITS, RATE_LIMITS, engine
+from .espeak import PITCH_LIMITS, RATE_LIMITS, ESpeak
 from .phones import SILENCE
 from .records import PhoneSegment
 from .speakers import SpeakerProfile
@@ -61,7 +61,8 @@ def render(job: SpeechJob, root: Path) -> RenderedSpeech:
     rate = _round_clamped(speaker.rate * math.exp(rng.normal(0.0, RATE_JITTER)), RATE_LIMITS)
     pitch = _round_clamped(speaker.pitch + rng.normal(0.0, PITCH_JITTER), PITCH_LIMITS)
     pitch_range = _round_clamped(speaker.pitch_range + rng.normal(0.0, INTONATION_JITTER), PITCH_LIMITS)
-    synthesis = engine().synthesize(job.text, speaker.accent, speaker.variant, rate, pitch, pitch_range)
+    with ESpeak() as engine:  # a fresh library per job: its audio depends on nothing else
+        synthesis = engine.synthesize(job.text, speaker.accent, speaker.variant, rate, pitch, pitch_range)
 
     speed = speaker.speed * math.exp(rng.normal(0.0, SPEED_JITTER))
     target_rate = RESAMPLE_GRID_HZ * round(SAMPLE_RATE / speed / RESAMPLE_GRID_HZ)

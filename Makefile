@@ -15,7 +15,7 @@ LIB := $(shell find melhubert_lib -name '*.py' 2>/dev/null)
 NOTEBOOKS := 00_data 01_baseline 02_head_pruning 03_weight_pruning 04_low_rank 05_distillation 06_downstream \
 	07_tradeoffs 08_q1_ssl_loss 09_q2_universality 10_q3_task_aware 11_attention_heads
 
-.PHONY: all figures test lint env lock clean-figures
+.PHONY: all figures test lint env lock clean-work clean-figures
 .DELETE_ON_ERROR:
 
 all: figures
@@ -61,3 +61,12 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+
+# Everything this scale computed (corpus, caches, targets, runs, results, stamps): the next `make figures` starts
+# cold. Stages already recompute or refuse when what produced a stored result changed; this removes what is left.
+clean-work:
+	rm -rf $(WORK)/$(SCALE)
+
+# The figures and the data tables beside them (`make figures` draws them again from the results).
+clean-figures:
+	rm -f $(FIGURES)/*.png $(FIGURES)/*.pdf $(FIGURES)/data/*.csv

@@ -17,7 +17,7 @@ import torch
 
 from melhubert_lib import baseline
 from melhubert_lib.downstream import evaluate_source
-from melhubert_lib.layer_features import model_source
+from melhubert_lib.layer_features import layers_dir, model_source
 from melhubert_lib.model import MelHuBERT
 from melhubert_lib.tasks import load_task
 from melhubert_lib.workspace import open_workspace
@@ -42,7 +42,7 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}")
     times = {}
     for seeds in ((several[0],), several):
-        shutil.rmtree(ws.cache / "layers" / source.key, ignore_errors=True)
+        shutil.rmtree(layers_dir(ws, source), ignore_errors=True)
         start = time.perf_counter()
         results = evaluate_source(ws, source, tasks, seeds=seeds)
         times[seeds] = time.perf_counter() - start

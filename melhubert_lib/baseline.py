@@ -7,22 +7,31 @@ re-clusters a hidden layer of the previous model and pretrains a fresh model on 
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import features as features_module
+from . import model as model_module
+from . import representations
+from . import targets as targets_module
+from .atomic import write_json_atomic
 from .features import frames_per_stack, stack_frames
 from .frames import FrameStore
 from .model import MelHuBERT, MelHuBERTConfig, preset
 from .pretrain import SSLData, TrainResult, train
+from .provenance import code_version, differing_parts, plain
 from .representations import hidden_states
 from .scales import PretrainScale
 from .targets import Codebook, fit_codebook
-from .workspace import Workspace, feature_stats, model_inputs, raw_frames
+from .workspace import Workspace, feature_stats, frames_version, model_inputs, raw_frames
 
 PARTS = ("pretrain-train", "pretrain-valid")
+PROVENANCE_FILE = "provenance.json"
 
 
 @dataclass
@@ -47,19 +56,36 @@ class BaselineResult:
         return self.runs[-1].model_dir
 
 
-def _target_set(ws: Workspace, name: str, frames: dict[str, FrameStore]) -> TargetSet:
-    """Fit (or load) a codebook on the train part's frames and label both parts; cached under targets/<name>."""
+def _target_set(ws: Workspace, name: str, frames: dict[str, FrameStore], recipe: dict) -> TargetSet:
+    """Fit (or load) a codebook on the train part's frames and label both parts; cached under targets/<name>.
+
+    A stored set made from another `recipe` (settings, input frames, code) is made again, with a message that names
+    what changed."""
     folder = ws.targets_dir(name)
-    book_path = folder / "codebook.npz"
-    if book_path.is_file() and all((folder / f"{p}.npz").is_file() for p in PARTS):
-        return TargetSet(name, Codebook.load(book_path), {p: FrameStore.load(folder / f"{p}.npz") for p in PARTS})
+    book_path, stamp = folder / "codebook.npz", folder / PROVENANCE_FILE
+    recipe = plain(recipe)
+    complete = book_path.is_file() and all((folder / f"{p}.npz").is_file() for p in PARTS)
+    if complete:
+        stored = json.loads(stamp.read_text()) if stamp.is_file() else {}
+        changed = differing_parts(stored, recipe)
+        if not changed:
+            return TargetSet(name, Codebook.load(book_path), {p: FrameStore.load(folder / f"{p}.npz") for p in PARTS})
+        print(f"targets {name}: made from other {', '.join(changed)}; fitting them again", file=sys.stderr)
+        book_path.unlink()  # the set is incomplete until the new codebook is written
     t = ws.scale.targets
     book = fit_codebook(frames["pretrain-train"], t.n_clusters, t.max_frames, seed=ws.seed)
     labels = {p: book.assign_store(frames[p]) for p in PARTS}
     for p in PARTS:
         labels[p].save(folder / f"{p}.npz")
+    write_json_atomic(stamp, recipe)
     book.save(book_path)  # written last: its presence marks a complete target set
     return TargetSet(name, book, labels)
+
+
+def _recipe(ws: Workspace, **parts: object) -> dict:
+    """What a target set is made from, besides its input frames' own parts: k-means settings, seed and code."""
+    return {"kmeans": ws.scale.targets, "seed": ws.seed, "frame_ms": ws.scale.frame_ms,
+            "code": code_version(targets_module, features_module, representations, model_module), **parts}
 
 
 def acoustic_targets(ws: Workspace, kind: str | None = None) -> TargetSet:
@@ -68,13 +94,15 @@ def acoustic_targets(ws: Workspace, kind: str | None = None) -> TargetSet:
     factor = frames_per_stack(ws.scale.frame_ms)
     frames = {p: raw_frames(ws, p, kind).map(lambda f: stack_frames(torch.from_numpy(f), factor).numpy())
               for p in PARTS}
-    return _target_set(ws, f"stage1-{kind}-k{ws.scale.targets.n_clusters}", frames)
+    return _target_set(ws, f"stage1-{kind}-k{ws.scale.targets.n_clusters}", frames,
+                       _recipe(ws, kind=kind, frames=frames_version(ws)))
 
 
 def hidden_targets(ws: Workspace, model: MelHuBERT, layer: int, name: str) -> TargetSet:
     """Stage-2 targets: k-means on hidden layer `layer` of a trained model."""
     frames = {p: hidden_states(model, model_inputs(ws, p), [layer])[layer] for p in PARTS}
-    return _target_set(ws, name, frames)
+    return _target_set(ws, name, frames, _recipe(ws, model=model.content_hash(), layer=layer,
+                                                  frames=frames_version(ws)))
 
 
 def ssl_data(ws: Workspace, targets: TargetSet) -> dict[str, SSLData]:

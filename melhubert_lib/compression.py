@@ -4,13 +4,17 @@ Each level applies the method's step (to the previous level's fine-tuned model, 
 one-shot methods), measures the held-out SSL loss, fine-tunes on masked prediction with the same
 targets, measures again, and records size and speed. Levels live in `runs/<run>/level-NN/`; a level
 counts as done once its `level.json` exists, so an interrupted run continues from its last completed
-level (and inside a level, training resumes from its checkpoint). Rows go to `results/compression.csv`.
+level (and inside a level, training resumes from its checkpoint). A level's record carries its provenance
+(method, setting, the level it started from, the fine-tuning schedule, the data and the code of the method);
+a stored level asked for with other provenance is refused, naming what differs. Rows go to
+`results/compression.csv`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +26,7 @@ from .atomic import write_json_atomic
 from .efficiency import EFFICIENCY_CACHE, measure
 from .model import MelHuBERT
 from .pretrain import Objective, Plateau, SSLData, SSLMetrics, evaluate_ssl, train
+from .provenance import code_version, differing_parts, fingerprint, plain
 from .results import append_rows
 from .scales import PretrainScale
 from .workspace import Workspace
@@ -85,17 +90,25 @@ def compress_levels(ws: Workspace, method: str, run: str, start_dir: str | Path,
     root = ws.run_dir(run)
     valid = data["pretrain-valid"]
     teacher = MelHuBERT.from_pretrained(start_dir)
+    code = code_version(__name__, *{_module_of(f) for f in (step, prepare, objective) if f is not None})
+    common = {"method": method, "start": teacher.content_hash(), "code": code, "iterative": iterative,
+              "data": {part: d.content_hash() for part, d in sorted(data.items())}}
 
     def measure_start() -> LevelRecord:  # level 0: the starting model, before = after
         metrics = evaluate_ssl(teacher, valid)
         return _measure(ws, method, run, 0, 0.0, Path(start_dir), teacher, metrics, metrics, 0, threads)
 
-    records = [_record(root / "level-00", measure_start)]
+    provenance = {**common, "level": 0}
+    records = [_record(root / "level-00", measure_start, provenance)]
     model = teacher
     for level, setting in enumerate(tqdm(settings, desc=f"{method} levels", leave=False), 1):
         origin = model if iterative else teacher
-        records.append(_record(root / f"level-{level:02d}", lambda o=origin, lv=level, st=setting: _run_level(
-            ws, method, run, lv, st, step(o, st), data, finetune, prepare, threads, objective, plateau), setting))
+        # an iterative level starts from the previous one, so it inherits that level's provenance
+        provenance = {**common, "level": level, "setting": float(setting), "finetune": finetune,
+                      "plateau": plateau, "origin": fingerprint(provenance) if iterative else "start"}
+        records.append(_record(root / f"level-{level:02d}", lambda o=origin, lv=level, st=setting, pv=provenance:
+                               _run_level(ws, method, run, lv, st, step(o, st), data, finetune, prepare, threads,
+                                          objective, plateau, pv), provenance))
         model = MelHuBERT.from_pretrained(ws.root / records[-1].model_dir)
     out = CompressionRun(records, ws.root)
     append_rows(ws.results / results_file, out.table(), ["run", "level"])
@@ -104,27 +117,36 @@ def compress_levels(ws: Workspace, method: str, run: str, start_dir: str | Path,
 
 def _run_level(ws: Workspace, method: str, run: str, level: int, setting: float, compressed: MelHuBERT,
                data: dict[str, SSLData], finetune: PretrainScale, prepare: Callable[[MelHuBERT], None] | None,
-               threads: int, objective: Objective | None, plateau: Plateau | None) -> LevelRecord:
+               threads: int, objective: Objective | None, plateau: Plateau | None, provenance: dict) -> LevelRecord:
     result = train(compressed, data["pretrain-train"], data["pretrain-valid"], finetune,
                    ws.run_dir(run) / f"level-{level:02d}", seed=ws.seed, prepare=prepare, objective=objective,
-                   plateau=plateau)
+                   plateau=plateau, provenance={"level": fingerprint(provenance)})
     tuned = MelHuBERT.from_pretrained(result.model_dir)
     return _measure(ws, method, run, level, setting, result.model_dir, tuned, result.initial, result.final,
                     result.steps, threads)
 
 
-def _record(level_dir: Path, build: Callable[[], LevelRecord], setting: float | None = None) -> LevelRecord:
+def _record(level_dir: Path, build: Callable[[], LevelRecord], provenance: dict) -> LevelRecord:
     """The level's stored record, or build and store it (written last: it marks the level done)."""
     path = level_dir / "level.json"
     if path.is_file():
-        record = LevelRecord(**json.loads(path.read_text()))
-        if setting is not None and record.setting != setting:
-            raise ValueError(f"{path}: level was run with setting {record.setting}, now asked for {setting}; "
-                             "use a new run name for a new schedule")
-        return record
+        stored = json.loads(path.read_text())
+        recorded = stored.pop("provenance", None)
+        changed = differing_parts(recorded or {}, provenance)
+        if changed:
+            raise ValueError(f"{path}: the level was made from other {', '.join(changed)} than asked for now "
+                             f"({'none recorded' if recorded is None else 'recorded beside it'}); use a new run name "
+                             "for a new recipe, or delete the run folder (or `make clean-work`) to make it again")
+        return LevelRecord(**stored)
     record = build()
-    write_json_atomic(path, asdict(record))
+    write_json_atomic(path, {**asdict(record), "provenance": plain(provenance)})
     return record
+
+
+def _module_of(hook: object) -> str:
+    """The module that defines a step, hook or objective (partials unwrapped; objects by their class)."""
+    hook = getattr(hook, "func", hook)
+    return hook.__module__ if isinstance(hook, types.FunctionType | types.MethodType) else type(hook).__module__
 
 
 def _measure(ws: Workspace, method: str, run: str, level: int, setting: float, model_dir: Path, model: MelHuBERT,

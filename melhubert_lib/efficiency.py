@@ -21,8 +21,10 @@ from torch import nn
 from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
+from . import model as model_module
 from .atomic import write_text_atomic
 from .model import MelHuBERT
+from .provenance import code_version
 
 EFFICIENCY_CACHE = "efficiency"  # folder under a workspace's cache: one measurement per checkpoint and setting
 
@@ -143,10 +145,13 @@ def measure(model: MelHuBERT, seconds: float = 10.0, threads: int = 1, cache_dir
     """Every cost figure of `model` (see `Efficiency`).
 
     With `cache_dir`, a checkpoint measured before with the same weights, `seconds` and `threads` (keyed by
-    `MelHuBERT.content_hash`) gets its stored figures back: the compression driver measures every level it
-    writes, and judging that level downstream reports the same measurement instead of timing it again.
+    `MelHuBERT.content_hash` and the version of the code that runs and measures it) gets its stored figures back:
+    the compression driver measures every level it writes, and judging that level downstream reports the same
+    measurement instead of timing it again.
     """
-    path = None if cache_dir is None else Path(cache_dir) / f"{model.content_hash()}-{seconds:g}s-{threads}t.json"
+    code = code_version(__name__, model_module)
+    name = f"{model.content_hash()}-{code}-{seconds:g}s-{threads}t.json"
+    path = None if cache_dir is None else Path(cache_dir) / name
     if path is not None and path.is_file():
         return Efficiency(**json.loads(path.read_text()))
     speed = process_speed(model, seconds, threads)

@@ -11,6 +11,7 @@ the rows of an unchanged checkpoint instead of training its probes again.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 
@@ -18,10 +19,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from . import downstream, stacked_probes
+from . import tasks as tasks_module
 from .bootstrap import Difference, Interval, paired_rate_difference, rate_interval
 from .downstream import TaskResult, evaluate_source
 from .efficiency import EFFICIENCY_CACHE, Efficiency, measure
-from .layer_features import FeatureSource
+from .layer_features import FeatureSource, layers_dir
+from .provenance import code_version, fingerprint
 from .results import append_rows
 from .tasks import TASKS, TaskData
 from .workspace import Workspace
@@ -54,17 +58,18 @@ def evaluate(ws: Workspace, candidates: list[Candidate], tasks: list[TaskData],
              seeds: tuple[int, ...] | None = None, threads: int = 1, reuse: bool = True) -> Evaluation:
     """Probe every candidate on every task, measure its cost, and merge the rows into the results files.
 
-    With `reuse`, a candidate whose rows for a task and every seed are already on file under the same source
-    key (same weights, same name) is not trained again: its stored rows are returned.
+    With `reuse`, a candidate whose rows for a task and every seed are already on file under the same judging key
+    (same weights and name, same probe settings, frames and code: `judging_key`) is not trained again: its stored
+    rows are returned.
     """
     seeds = tuple(seeds if seeds is not None else ws.scale.downstream.seeds)
     done_scores, done_weights = _stored(ws) if reuse else (pd.DataFrame(), pd.DataFrame())
     reused_scores, reused_weights, scores, weights, utterances = [], [], [], [], []
     for cand in tqdm(candidates, desc="upstreams", leave=False):
-        todo = []
+        todo, key = [], judging_key(ws, cand.source)
         for task in tasks:
-            rows = _rows_of(done_scores, cand, task.spec.name)
-            layer_rows = _rows_of(done_weights, cand, task.spec.name, keyed=False)
+            rows = _rows_of(done_scores, cand, task.spec.name, key)
+            layer_rows = _rows_of(done_weights, cand, task.spec.name)
             if rows is not None and layer_rows is not None and set(rows.seed) >= set(seeds):
                 reused_scores += rows[rows.seed.isin(seeds)].to_dict("records")
                 reused_weights += layer_rows[layer_rows.seed.isin(seeds)].to_dict("records")
@@ -75,10 +80,10 @@ def evaluate(ws: Workspace, candidates: list[Candidate], tasks: list[TaskData],
         model = cand.source.model
         cost = measure(model, threads=threads, cache_dir=ws.cache / EFFICIENCY_CACHE) if model is not None else None
         for result in evaluate_source(ws, cand.source, todo, seeds=seeds):
-            scores += _score_rows(cand, result, cost)
+            scores += _score_rows(cand, key, result, cost)
             weights += [{"source": cand.source.name, "task": result.task, "seed": result.seed, "layer": i,
                          "weight": w} for i, w in enumerate(result.layer_weights)]
-            utterances += [{"source": cand.source.name, "key": cand.source.key, "task": result.task,
+            utterances += [{"source": cand.source.name, "key": key, "task": result.task,
                             "seed": result.seed, "metric": metric, "utterance": i, "errors": e, "units": u}
                            for metric, errors in result.test_errors.items()
                            for i, (e, u) in enumerate(zip(errors, result.test_units[metric], strict=True))]
@@ -160,20 +165,28 @@ def _stored(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
     return tables[0], tables[1]
 
 
-def _rows_of(table: pd.DataFrame, cand: Candidate, task: str, keyed: bool = True) -> pd.DataFrame | None:
-    """`cand`'s stored rows for `task` (scores: only under its current key, method and level), or None."""
-    if table.empty or (keyed and "key" not in table.columns):
+def judging_key(ws: Workspace, source: FeatureSource) -> str:
+    """What a source's stored scores were computed from: its content key and the cache of its layers (frames and the
+    code that computes them), the probe settings (but the seeds: each row carries its own) and the probing code."""
+    code = code_version(__name__, downstream, stacked_probes, tasks_module)
+    settings = dataclasses.replace(ws.scale.downstream, seeds=())
+    return f"{source.key}-{fingerprint(layers_dir(ws, source).name, settings, code)}"
+
+
+def _rows_of(table: pd.DataFrame, cand: Candidate, task: str, key: str | None = None) -> pd.DataFrame | None:
+    """`cand`'s stored rows for `task` (with `key`: only under that judging key, method and level), or None."""
+    if table.empty or (key is not None and "key" not in table.columns):
         return None
     rows = table[(table.source == cand.source.name) & (table.task == task)]
-    if keyed:
-        rows = rows[(rows.key == cand.source.key) & (rows.method == cand.method) & (rows.level == cand.level)]
+    if key is not None:
+        rows = rows[(rows.key == key) & (rows.method == cand.method) & (rows.level == cand.level)]
     return rows if len(rows) else None
 
 
-def _score_rows(cand: Candidate, result: TaskResult, cost: Efficiency | None) -> list[dict]:
+def _score_rows(cand: Candidate, key: str, result: TaskResult, cost: Efficiency | None) -> list[dict]:
     costs = asdict(cost) if cost is not None else {}
     base = {
-        "source": cand.source.name, "key": cand.source.key, "method": cand.method, "level": cand.level,
+        "source": cand.source.name, "key": key, "method": cand.method, "level": cand.level,
         "task": result.task, "seed": result.seed, "best_epoch": result.best_epoch,
         "params": costs.get("params", 0), "nonzero_params": costs.get("nonzero_params", 0),
         "macs_per_second": costs.get("macs_per_second", math.nan),

@@ -6,6 +6,7 @@ array plus offsets, saved as an uncompressed .npz without pickled objects.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,14 @@ class FrameStore:
 
     def __getitem__(self, i: int) -> np.ndarray:
         return self.data[self.offsets[i] : self.offsets[i + 1]]
+
+    def content_hash(self) -> str:
+        """A short hash of the frames, their utterance boundaries and ids (what a cached result was computed from)."""
+        digest = hashlib.sha256(str((self.data.dtype.str, self.data.shape)).encode())
+        for part in (np.ascontiguousarray(self.data), np.asarray(self.offsets, dtype=np.int64)):
+            digest.update(memoryview(part).cast("B"))
+        digest.update("\n".join(self.utt_ids).encode())
+        return digest.hexdigest()[:16]
 
     def lengths(self) -> np.ndarray:
         """Frames per utterance."""

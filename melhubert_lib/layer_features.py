@@ -2,8 +2,9 @@
 
 A `FeatureSource` is a checkpoint (all hidden states: the input projection and every layer) or a
 floor (the log-Mel input alone, or with neighbouring frames stacked). Its layers are computed once
-per split and stored in float16 under `cache/layers/<source key>/`, so training probes for any task
-and seed never re-runs the upstream. Utterance-level tasks store the per-layer mean over frames
+per split and stored in float16 under `cache/layers/<source key>-<fingerprint>/` (`layers_dir`: the
+frames read and the code that computes the layers), so training probes for any task and seed never
+re-runs the upstream. Utterance-level tasks store the per-layer mean over frames
 only: mean pooling commutes with the Featurizer's weighted sum, so the pooled cache is exact.
 """
 
@@ -14,13 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
+from . import model as model_module
+from . import phone_probe, representations
 from .corpus import LABELED_SPLITS
 from .frames import FrameStore, cached
 from .model import MelHuBERT
 from .phone_probe import stack_context
+from .provenance import code_version, fingerprint
 from .representations import stacked_hidden_states
 from .tasks import TaskData
-from .workspace import Workspace, clip_inputs, model_inputs
+from .workspace import Workspace, clip_inputs, frames_version, model_inputs
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,19 @@ def task_features(ws: Workspace, source: FeatureSource, task: TaskData, split: s
     """Cached layers of `source` over one split: (T, L, D) per utterance, or (1, L, D) pooled for utterance tasks."""
     pooled = task.spec.kind == "utterance"
     name = task.cache_name(split)
-    path = ws.cache / "layers" / source.key / f"{name}-{'pooled' if pooled else 'frames'}.npz"
+    path = layers_dir(ws, source) / f"{name}-{'pooled' if pooled else 'frames'}.npz"
 
     def build() -> FrameStore:
         feats = source.layers(split_inputs(ws, task, split))
         return mean_pool(feats) if pooled else feats
 
     return cached(Path(path), build)
+
+
+def layers_dir(ws: Workspace, source: FeatureSource) -> Path:
+    """The cache folder of a source's layers: its content key, the frames it reads and the code that computes them."""
+    code = code_version(__name__, representations, model_module, phone_probe)
+    return ws.cache / "layers" / f"{source.key}-{fingerprint(frames_version(ws), code)}"
 
 
 def split_inputs(ws: Workspace, task: TaskData, split: str) -> FrameStore:

@@ -50,3 +50,11 @@ def save_figure(fig: plt.Figure, name: str, figures_dir: str | os.PathLike,
             data.to_csv(tmp, index=False, float_format="%.6g")
         written.append(path)
     return written
+
+
+def plot_ssl_levels(ax: plt.Axes, table: pd.DataFrame, x: str, label: str, colour: str, marker: str = "o") -> None:
+    """A compression run's held-out SSL loss against column `x` of its level table (`CompressionRun.table()`): after
+    fine-tuning (solid) and right after the compression step (dashed)."""
+    ax.plot(table[x], table.loss_after, marker=marker, color=colour, label=f"{label}: fine-tuned")
+    ax.plot(table[x], table.loss_before, marker=marker, ls="--", alpha=0.6, color=colour,
+            label=f"{label}: before fine-tuning")

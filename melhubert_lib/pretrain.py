@@ -28,10 +28,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
+from . import batching
+from . import model as model_module
 from .atomic import atomic_path, write_text_atomic
 from .batching import Batch, collate, epoch_batches, eval_batches
 from .frames import FrameStore
 from .model import MelHuBERT, compute_span_mask
+from .provenance import code_version, differing_parts, fingerprint
 from .scales import PretrainScale
 
 TRAIN_LOSS_TAG = "mel_hubert_masked_prediction/train-loss"
@@ -49,6 +52,10 @@ class SSLData:
     def __post_init__(self) -> None:
         if not np.array_equal(self.feats.lengths(), self.targets.lengths()):
             raise ValueError("features and targets disagree on frames per utterance; rebuild the targets")
+
+    def content_hash(self) -> str:
+        """A short hash of the inputs and the targets."""
+        return fingerprint(self.feats.content_hash(), self.targets.content_hash())
 
 
 class Objective:
@@ -221,6 +228,7 @@ def train(
     prepare: Callable[[MelHuBERT], None] | None = None,
     objective: Objective | None = None,
     plateau: Plateau | None = None,
+    provenance: dict | None = None,
 ) -> TrainResult:
     """Train `model` on masked prediction; resume from the latest checkpoint in `run_dir` if there is one.
 
@@ -230,7 +238,10 @@ def train(
     `objective` replaces masked prediction (distillation); validation still reports the SSL metrics.
     `plateau` ends the run (as finished) at the first evaluation where the held-out loss has stopped falling;
     `sched.steps` is then the most it may take. A precision of "auto" is resolved for this device first, and the
-    resolved one is part of the schedule a resumed run must match.
+    resolved one is part of the schedule a resumed run must match. So is the run's provenance: the hashes of the
+    training and held-out data, the version of the training code, and whatever the caller adds in `provenance`
+    (e.g. the checkpoint a compression level starts from); a resume with other provenance is refused, naming what
+    differs.
     """
     objective = objective or Objective()
     run_dir = Path(run_dir)
@@ -238,6 +249,8 @@ def train(
     sched = dataclasses.replace(sched, precision=resolve_precision(sched.precision, info.device))
     torch.manual_seed(seed)
     schedule_json = json.dumps(dataclasses.asdict(sched), sort_keys=True)
+    provenance = {"code": code_version(__name__, model_module, batching), "train_data": train_data.content_hash(),
+                  "valid_data": valid_data.content_hash(), **(provenance or {})}
     ckpts = _checkpoints(run_dir)
     if ckpts:
         resumed = MelHuBERT.from_pretrained(ckpts[-1])
@@ -255,6 +268,13 @@ def train(
             raise ValueError(
                 f"{run_dir}: the run was started with another schedule ({state.get('schedule')}); resuming it with "
                 f"{schedule_json} would mix the two. Use a new run name or folder, or the original settings."
+            )
+        changed = differing_parts(state.get("provenance") or {}, provenance)
+        if changed:
+            raise ValueError(
+                f"{run_dir}: the run was started from other {', '.join(changed)} than it is asked to resume with "
+                f"({'none recorded' if state.get('provenance') is None else 'recorded in its checkpoints'}); its "
+                "result would mix the two. Delete the run folder (or `make clean-work`) to train it afresh."
             )
         optimizer.load_state_dict(state["optimizer"])
         objective.load_state_dict(state.get("objective", {}))
@@ -309,8 +329,8 @@ def train(
                 writer.add_scalar("mel_hubert_masked_prediction/valid-loss", val.loss, step)
                 writer.add_scalar("mel_hubert_masked_prediction/valid-accuracy", val.accuracy, step)
         if (step % sched.checkpoint_every == 0 or step == last_stop or plateaued) and info.is_main:
-            _save_checkpoint(run_dir, model, optimizer, step, metrics_rows, keep_checkpoints, schedule_json,
-                             objective.state_dict())
+            _save_checkpoint(run_dir, model, optimizer, step, metrics_rows, keep_checkpoints,
+                             {"schedule": schedule_json, "provenance": provenance, "objective": objective.state_dict()})
         if info.world > 1:
             dist.barrier()
     bar.close()
@@ -390,15 +410,14 @@ def _train_step(wrapped: torch.nn.Module, model: MelHuBERT, optimizer: torch.opt
 
 
 def _save_checkpoint(run_dir: Path, model: MelHuBERT, optimizer: torch.optim.Optimizer, step: int,
-                     metrics_rows: list[dict], keep: int, schedule_json: str, objective_state: dict) -> None:
+                     metrics_rows: list[dict], keep: int, run_state: dict) -> None:
     """Write metrics.csv and checkpoints/step-N (weights + config + optimizer) atomically; prune old ones."""
     with atomic_path(run_dir / "metrics.csv") as tmp:
         pd.DataFrame(metrics_rows, columns=["step", "split", "metric", "value"]).to_csv(tmp, index=False)
     target = run_dir / "checkpoints" / f"step-{step:08d}"
     with atomic_path(target) as tmp:
         model.save_pretrained(tmp)
-        torch.save({"optimizer": optimizer.state_dict(), "step": step, "schedule": schedule_json,
-                    "objective": objective_state}, tmp / STATE_NAME)
+        torch.save({"optimizer": optimizer.state_dict(), "step": step, **run_state}, tmp / STATE_NAME)
     write_text_atomic(run_dir / "checkpoints" / "latest", target.name + "\n")
     ckpts = _checkpoints(run_dir)
     for old in ckpts[: max(0, len(ckpts) - keep)]:

@@ -7,16 +7,20 @@ path is given), `cache/` (fbank/MFCC frames per split, feature statistics), `tar
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from . import corpus
+from . import audio, corpus
+from . import features as features_module
+from . import frames as frames_module
 from .corpus import PRETRAIN_SPLIT
 from .features import FeatureStats, fbank, mfcc_with_deltas, model_input_from_fbank
 from .frames import FrameStore, cached, extract
+from .provenance import code_version, fingerprint
 from .scales import Scale, get_scale
 
 VALID_EVERY = 25  # every 25th pretraining utterance (by sorted id) is held out for validation
@@ -51,6 +55,19 @@ class Workspace:
     def targets_dir(self, name: str) -> Path:
         """Folder of the target set `name` (codebook and labels)."""
         return self.root / "targets" / name
+
+    def data_identity(self) -> dict:
+        """What identifies the audio this workspace reads: the synthetic corpus's settings (its marker file), or the
+        real corpora's folders."""
+        if self.corpus_root is not None:
+            return {"synthetic": json.loads((self.corpus_root / corpus.MARKER_FILE).read_text())["settings"]}
+        return {"librispeech": str(self.librispeech), "voxceleb1": str(self.voxceleb1),
+                "speech_commands": str(self.speech_commands)}
+
+
+def frames_version(ws: Workspace) -> str:
+    """Fingerprint of the cached frames and statistics: the audio read and the code that turns it into frames."""
+    return fingerprint(ws.data_identity(), code_version(audio, features_module, frames_module))
 
 
 def open_workspace(
@@ -106,12 +123,12 @@ def raw_frames(ws: Workspace, split: str, kind: str) -> FrameStore:
 
 
 def _cached_frames(ws: Workspace, name: str, paths: list[Path], ids: list[str], kind: str) -> FrameStore:
-    return cached(ws.cache / f"{name}.npz", lambda: extract(paths, ids, FEATURIZERS[kind], name))
+    return cached(ws.cache / f"{name}-{frames_version(ws)}.npz", lambda: extract(paths, ids, FEATURIZERS[kind], name))
 
 
 def feature_stats(ws: Workspace) -> FeatureStats:
     """Global log-Mel mean/std over the pretraining part of the pretraining split (cached)."""
-    path = ws.cache / "fbank-mean-std.npy"
+    path = ws.cache / f"fbank-mean-std-{frames_version(ws)}.npy"
     if path.is_file():
         return FeatureStats.load(path)
     stats = FeatureStats.from_features([torch.from_numpy(raw_frames(ws, "pretrain-train", "fbank").data)])

@@ -53,3 +53,19 @@ def test_two_target_iterations_recluster_a_hidden_layer(ws):
 def test_a_wrong_librispeech_path_is_a_clear_error(tmp_path):
     with pytest.raises(CorpusError, match="nowhere"):
         open_workspace("smoke", tmp_path, librispeech=tmp_path / "nowhere")
+
+
+def test_targets_made_from_another_recipe_are_fitted_again(ws, tmp_path, capsys):
+    own = dataclasses.replace(ws, root=tmp_path / "ws")  # the shared workspace's targets stay as they are
+    first = baseline.acoustic_targets(own)
+    book = own.targets_dir(first.name) / "codebook.npz"
+    written = book.stat().st_mtime_ns
+    again = baseline.acoustic_targets(own)  # same recipe: loaded, not fitted
+    assert book.stat().st_mtime_ns == written and "again" not in capsys.readouterr().err
+    np.testing.assert_array_equal(again.codebook.centroids, first.codebook.centroids)
+    fewer = dataclasses.replace(own.scale, targets=dataclasses.replace(own.scale.targets, max_frames=2_000))
+    refit = baseline.acoustic_targets(dataclasses.replace(own, scale=fewer))
+    assert refit.name == first.name  # same folder: found by name, made again because the recipe differs
+    assert "made from other kmeans; fitting them again" in capsys.readouterr().err
+    assert book.stat().st_mtime_ns != written
+    assert not np.array_equal(refit.codebook.centroids, first.codebook.centroids)

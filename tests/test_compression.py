@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -50,6 +52,9 @@ def test_an_interrupted_run_continues_from_its_last_completed_level(setup):
     assert second.table().nonzero_params.iloc[2] < second.table().params.iloc[2]
     with pytest.raises(ValueError, match="setting"):
         compress_levels(ws, "weight pruning", "wp", start, [0.5], weight_pruning.pruning_step, data, comp.finetune)
+    with pytest.raises(ValueError, match="other finetune than"):  # a recipe change is never served a stale level
+        compress_levels(ws, "weight pruning", "wp", start, [0.3], weight_pruning.pruning_step, data,
+                        dataclasses.replace(comp.finetune, lr=comp.finetune.lr * 2), prepare=weight_pruning.keep_zeros)
 
 
 def test_one_shot_low_rank_levels_start_from_the_teacher(setup):

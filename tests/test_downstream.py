@@ -17,6 +17,7 @@ from melhubert_lib import baseline
 from melhubert_lib.corpus import KEYWORDS, PHONES, SILENCE_LABEL, UNKNOWN_LABEL, CorpusError
 from melhubert_lib.downstream import LayerLayout, Probe, greedy_ctc, logits_loss, seeds_loss, train_probe, train_probes
 from melhubert_lib.efficiency import count_macs, measure, sparse_macs
+from melhubert_lib.evaluation import judging_key
 from melhubert_lib.features import FeatureStats, model_input
 from melhubert_lib.frames import FrameStore
 from melhubert_lib.layer_features import logmel_source, mean_pool, model_source, task_features
@@ -390,7 +391,7 @@ def test_evaluate_reuses_the_rows_of_an_unchanged_source_and_retrains_a_changed_
     assert calls == [model_source(model, "reuse-me").key]
     for name in (evaluation.UTTERANCES_FILE, evaluation.DOWNSTREAM_FILE):  # no row of the old weights is left
         rows = pd.read_csv(ws.results / name).query("source == 'reuse-me'")
-        assert set(rows.key) == {model_source(model, "reuse-me").key}, name
+        assert set(rows.key) == {judging_key(ws, model_source(model, "reuse-me"))}, name
 
 
 def test_error_interval_averages_the_probe_seeds_and_brackets_their_mean(smoke_ws):
@@ -445,3 +446,15 @@ def test_seeds_loss_is_the_sum_of_each_seeds_torch_loss():
     classes = torch.tensor([0, 5, 2, 2])
     ce = sum(torch.nn.functional.cross_entropy(x[:, 0], classes) for x in logits)
     torch.testing.assert_close(seeds_loss(logits, lengths, classes), ce)
+
+
+def test_judging_key_follows_the_probe_recipe_but_not_the_seeds(smoke_ws):
+    source = logmel_source()
+    key = judging_key(smoke_ws, source)
+    settings = smoke_ws.scale.downstream
+    with_seeds = dataclasses.replace(smoke_ws.scale, downstream=dataclasses.replace(settings, seeds=(5,)))
+    longer = dataclasses.replace(smoke_ws.scale, downstream=dataclasses.replace(
+        settings, epochs={**settings.epochs, "PR": settings.epochs["PR"] + 1}))
+    assert judging_key(dataclasses.replace(smoke_ws, scale=with_seeds), source) == key
+    assert judging_key(dataclasses.replace(smoke_ws, scale=longer), source) != key
+    assert key.startswith(source.key + "-")

@@ -152,6 +152,20 @@ def test_resuming_with_another_schedule_is_refused(tiny_data, tmp_path):
               tmp_path / "run")
 
 
+def test_resuming_with_other_targets_or_provenance_is_refused_naming_what_changed(tiny_data, tmp_path):
+    train(fresh_model(), tiny_data["train"], tiny_data["valid"], SCHED, tmp_path / "run", stop_after=2,
+          provenance={"start": "a"})
+    train_targets = tiny_data["train"].targets
+    shifted = SSLData(tiny_data["train"].feats, dataclasses.replace(train_targets, data=(train_targets.data + 1) % 16))
+    with pytest.raises(ValueError, match="other train_data than"):
+        train(fresh_model(), shifted, tiny_data["valid"], SCHED, tmp_path / "run", provenance={"start": "a"})
+    with pytest.raises(ValueError, match="other start than"):
+        train(fresh_model(), tiny_data["train"], tiny_data["valid"], SCHED, tmp_path / "run", provenance={"start": "b"})
+    resumed = train(fresh_model(), tiny_data["train"], tiny_data["valid"], SCHED, tmp_path / "run",
+                    provenance={"start": "a"})
+    assert resumed.steps == SCHED.steps  # the same provenance resumes
+
+
 def test_non_finite_loss_stops_without_writing_a_checkpoint(tiny_data, tmp_path):
     model = fresh_model()
     with torch.no_grad():

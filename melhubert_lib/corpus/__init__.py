@@ -4,7 +4,7 @@
 serve those folders and real downloads alike.
 """
 
-from .build import CorpusInfo, build_corpus
+from .build import MARKER_FILE, CorpusInfo, build_corpus
 from .errors import CorpusError
 from .librispeech import read_librispeech
 from .phones import PHONES, SILENCE, phone_classes, phone_index
@@ -16,6 +16,7 @@ from .voxceleb import read_voxceleb1
 __all__ = [
     "KEYWORDS",
     "LABELED_SPLITS",
+    "MARKER_FILE",
     "PHONES",
     "PRETRAIN_SPLIT",
     "SILENCE",

@@ -99,6 +99,9 @@ def paired_statistic(systems: list[tuple[np.ndarray, np.ndarray]], statistic: Ca
     with np.errstate(divide="ignore", invalid="ignore"):  # e.g. a share of a gain when floor and baseline tie
         replicates = statistic(*(_replicates(c, u, idx, rng) for c, u in pairs))
         value = statistic(*(_estimate(c, u) for c, u in pairs))
+    # a ratio whose denominator is zero (a share of a gain where floor and baseline tie) is undefined, not infinite
+    replicates = np.where(np.isfinite(replicates), replicates, np.nan)
+    value = value if np.isfinite(value) else float("nan")
     if np.isnan(replicates).all():
         return Interval(float(value), float("nan"), float("nan"))
     lo, hi = np.nanpercentile(replicates, [2.5, 97.5])

@@ -112,6 +112,27 @@ def best_within_budget(points: pd.DataFrame, cost: str, budgets: list[float], er
     return pd.concat(rows, ignore_index=True) if rows else points.iloc[:0].assign(budget=[])
 
 
+def budget_winners(ws: Workspace, points: pd.DataFrame, baseline: pd.Series, costs: Sequence[str],
+                   fractions: Sequence[float], table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """For one task's judged `points` (columns source, run, error and each cost) and each cost and budget (a
+    fraction of the `baseline` point's cost): the lowest-error affordable point, with `budget_fraction` and
+    `tied_runs`, the other affordable runs whose error is not resolved from it (comma-separated; empty: the winner
+    is resolved from every other affordable run)."""
+    table = utterance_table(ws) if table is None else table
+    task = points.task.iloc[0]
+    run_of = points.set_index("source").run
+    rows = []
+    for cost in costs:
+        best = best_within_budget(points, cost, [f * baseline[cost] for f in fractions])
+        tied = [", ".join(run_of[tied_with(ws, task, b.source,
+                                           points[(points[cost] <= b.budget) & (points.run != b.run)].source,
+                                           table)].unique())
+                for b in best.itertuples()]
+        fraction = (best.budget / baseline[cost]).astype(float).round(2)
+        rows.append(best.assign(cost=cost, budget_fraction=fraction, tied_runs=tied))
+    return pd.concat(rows, ignore_index=True)
+
+
 def tied_with(ws: Workspace, task: str, best: str, others: Sequence[str],
               table: pd.DataFrame | None = None) -> list[str]:
     """The sources among `others` whose test error on `task` is not resolved from `best`'s: the paired 95 % interval

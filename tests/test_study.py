@@ -12,6 +12,7 @@ from melhubert_lib import baseline
 from melhubert_lib.compression import RESULTS_FILE
 from melhubert_lib.study import (
     best_within_budget,
+    budget_winners,
     checkpoints_to_judge,
     finetune_band,
     front_steps_resolved,
@@ -171,3 +172,19 @@ def test_speed_verdict_needs_disjoint_interquartile_ranges():
     assert speed_verdict(0.05, 0.002, 0.10, 0.004) == "faster"
     assert speed_verdict(0.10, 0.004, 0.05, 0.002) == "slower"
     assert speed_verdict(0.095, 0.004, 0.10, 0.008) == "indistinguishable"  # 5 % faster, within the spread
+
+
+def test_budget_winners_name_the_cheapest_resolved_winner_and_the_runs_it_is_not_resolved_from(tmp_path):
+    units = np.full(60, 20)
+    swings = np.where(np.arange(60) % 2 == 0, 1.0, -1.0)
+    errors = {"baseline": np.full(60, 4.0), "a/1": np.full(60, 5.0), "b/1": np.full(60, 5.0) + swings * 1.5,
+              "c/1": np.full(60, 9.0)}
+    ws = _utterance_results(tmp_path, errors, units)
+    points = pd.DataFrame({"source": list(errors), "run": ["baseline", "a", "b", "c"], "method": list("xabc"),
+                           "task": "PR", "error": [e.sum() / units.sum() for e in errors.values()],
+                           "macs": [100.0, 40.0, 45.0, 20.0]})
+    won = budget_winners(ws, points, points.iloc[0], ["macs"], [0.25, 0.5, 1.0]).set_index("budget_fraction")
+    # at a quarter only c is affordable; at a half a and b tie (b's swings make the difference unresolved) and
+    # both are resolved from c; the whole budget buys the baseline, resolved from every other run
+    assert won.run.tolist() == ["c", "a", "baseline"]
+    assert won.tied_runs.tolist() == ["", "b", ""]

@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -56,11 +58,11 @@ class BaselineResult:
         return self.runs[-1].model_dir
 
 
-def _target_set(ws: Workspace, name: str, frames: dict[str, FrameStore], recipe: dict) -> TargetSet:
+def _target_set(ws: Workspace, name: str, part_frames: Callable[[str], FrameStore], recipe: dict) -> TargetSet:
     """Fit (or load) a codebook on the train part's frames and label both parts; cached under targets/<name>.
 
-    A stored set made from another `recipe` (settings, input frames, code) is made again, with a message that names
-    what changed."""
+    `part_frames(part)` computes the frames to cluster, only when the set is (re)made. A stored set made from another
+    `recipe` (settings, input frames, code) is made again, with a message that names what changed."""
     folder = ws.targets_dir(name)
     book_path, stamp = folder / "codebook.npz", folder / PROVENANCE_FILE
     recipe = plain(recipe)
@@ -73,6 +75,7 @@ def _target_set(ws: Workspace, name: str, frames: dict[str, FrameStore], recipe:
         print(f"targets {name}: made from other {', '.join(changed)}; fitting them again", file=sys.stderr)
         book_path.unlink()  # the set is incomplete until the new codebook is written
     t = ws.scale.targets
+    frames = {p: part_frames(p) for p in PARTS}
     book = fit_codebook(frames["pretrain-train"], t.n_clusters, t.max_frames, seed=ws.seed)
     labels = {p: book.assign_store(frames[p]) for p in PARTS}
     for p in PARTS:
@@ -82,27 +85,33 @@ def _target_set(ws: Workspace, name: str, frames: dict[str, FrameStore], recipe:
     return TargetSet(name, book, labels)
 
 
-def _recipe(ws: Workspace, **parts: object) -> dict:
-    """What a target set is made from, besides its input frames' own parts: k-means settings, seed and code."""
-    return {"kmeans": ws.scale.targets, "seed": ws.seed, "frame_ms": ws.scale.frame_ms,
-            "code": code_version(targets_module, features_module, representations, model_module), **parts}
+def _recipe(ws: Workspace, *code: ModuleType, **parts: object) -> dict:
+    """What a target set is made from: the k-means settings, seed, frame rate, the workspace's frames, the k-means code
+    and the `code` modules that compute the clustered frames, and the set's own `parts`."""
+    return {"kmeans": ws.scale.targets, "seed": ws.seed, "frame_ms": ws.scale.frame_ms, "frames": frames_version(ws),
+            "code": code_version(targets_module, *code), **parts}
 
 
 def acoustic_targets(ws: Workspace, kind: str | None = None) -> TargetSet:
     """Stage-1 targets: k-means on MFCC + deltas ('mfcc') or log-Mel ('fbank') at the model frame rate."""
     kind = kind or ws.scale.targets.feature
     factor = frames_per_stack(ws.scale.frame_ms)
-    frames = {p: raw_frames(ws, p, kind).map(lambda f: stack_frames(torch.from_numpy(f), factor).numpy())
-              for p in PARTS}
-    return _target_set(ws, f"stage1-{kind}-k{ws.scale.targets.n_clusters}", frames,
-                       _recipe(ws, kind=kind, frames=frames_version(ws)))
+
+    def stacked(part: str) -> FrameStore:
+        return raw_frames(ws, part, kind).map(lambda f: stack_frames(torch.from_numpy(f), factor).numpy())
+
+    return _target_set(ws, f"stage1-{kind}-k{ws.scale.targets.n_clusters}", stacked,
+                       _recipe(ws, features_module, kind=kind))
 
 
 def hidden_targets(ws: Workspace, model: MelHuBERT, layer: int, name: str) -> TargetSet:
     """Stage-2 targets: k-means on hidden layer `layer` of a trained model."""
-    frames = {p: hidden_states(model, model_inputs(ws, p), [layer])[layer] for p in PARTS}
-    return _target_set(ws, name, frames, _recipe(ws, model=model.content_hash(), layer=layer,
-                                                  frames=frames_version(ws)))
+
+    def hidden(part: str) -> FrameStore:
+        return hidden_states(model, model_inputs(ws, part), [layer])[layer]
+
+    return _target_set(ws, name, hidden, _recipe(ws, representations, model_module,
+                                                 model=model.content_hash(), layer=layer))
 
 
 def ssl_data(ws: Workspace, targets: TargetSet) -> dict[str, SSLData]:

@@ -68,3 +68,12 @@ def test_mismatched_inputs_are_refused():
         rate_interval(np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match="paired"):
         paired_rate_difference(np.ones(3), np.ones(3), np.ones(4), np.ones(4))
+
+
+def test_a_share_of_a_gain_is_undefined_not_infinite_where_floor_and_baseline_tie():
+    units = np.full(40, 10)
+    tied = np.full(40, 5.0)
+    other = tied - np.where(np.arange(40) % 2 == 0, 1.0, 0.0)  # better than both on half the utterances
+    share = paired_statistic([(tied, units), (tied.copy(), units), (other, units)], lambda f, b, x: (f - x) / (f - b))
+    # every replicate draws the same utterances for floor and baseline, so each one is 0/0 or x/0: none is defined
+    assert np.isnan(share.value) and np.isnan(share.low) and np.isnan(share.high)

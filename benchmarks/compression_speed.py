@@ -30,7 +30,7 @@ from melhubert_lib.weight_pruning import sparsity
 from melhubert_lib.workspace import open_workspace
 
 STRUCTURED = {"head pruning": "heads-l1", "FFN shrink": "ffn-shrink", "SVD, uniform budget": "svd-uniform",
-              "distillation": "distill-teacher"}
+              "distillation": "distill-teacher", "first-N layers": "first-n"}
 
 
 def strongest(run_dir: Path) -> Path | None:
@@ -88,8 +88,6 @@ def main() -> None:
     print(f"baseline: RTF {base_rtf:.4f}; profiled pass {base_total * 1e3:.0f} ms, of which linear layers "
           f"{base_linear * 1e3:.0f} ms")
     models = {name: strongest(ws.run_dir(run)) for name, run in STRUCTURED.items()}
-    firsts = sorted(ws.run_dir("first-n").glob("first-*"))
-    models["first-N layers"] = firsts[0] if firsts else None
     for name, path in models.items():
         if path is None:
             print(f"{name}: no run found (run its notebook first)")

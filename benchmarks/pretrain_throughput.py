@@ -11,7 +11,6 @@ python benchmarks/pretrain_throughput.py [--steps N] [--rounds R]
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from types import SimpleNamespace
 
@@ -48,7 +47,7 @@ def throughput(scale_name: str, steps: int, warmup: int = 2, torch_layers: bool 
     the same shape from torch's encoder layers)."""
     scale = get_scale(scale_name)
     sched = scale.pretrain
-    cfg = dataclasses.replace(preset(scale.model_preset), n_clusters=scale.targets.n_clusters)
+    cfg = preset(scale.model_preset, scale.targets.n_clusters, scale.frame_ms)
     torch.manual_seed(0)
     model = (TorchEncoderStack(cfg) if torch_layers else MelHuBERT(cfg)).train()
     frames = int(sched.crop_seconds * 1000 / cfg.frame_ms)
@@ -77,7 +76,7 @@ def main() -> None:
     results = {}
     for name in ("default", "paper"):
         scale = get_scale(name)
-        model = MelHuBERT(dataclasses.replace(preset(scale.model_preset), n_clusters=scale.targets.n_clusters))
+        model = MelHuBERT(preset(scale.model_preset, scale.targets.n_clusters, scale.frame_ms))
         macs = count_macs(model, seconds=10.0)
         speed = throughput(name, args.steps)
         results[name] = (speed, macs.per_second)

@@ -6,7 +6,6 @@ re-clusters a hidden layer of the previous model and pretrains a fresh model on 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -120,10 +119,8 @@ def ssl_data(ws: Workspace, targets: TargetSet) -> dict[str, SSLData]:
 
 
 def baseline_config(ws: Workspace) -> MelHuBERTConfig:
-    """The scale's model preset with K set to the scale's cluster count."""
-    cfg = preset(ws.scale.model_preset, n_clusters=ws.scale.targets.n_clusters)
-    factor = frames_per_stack(ws.scale.frame_ms)
-    return dataclasses.replace(cfg, input_dim=40 * factor, frame_ms=ws.scale.frame_ms, mask_span=10 // factor)
+    """The scale's model preset at the scale's frame rate, with K set to the scale's cluster count."""
+    return preset(ws.scale.model_preset, n_clusters=ws.scale.targets.n_clusters, frame_ms=ws.scale.frame_ms)
 
 
 def pretrain_baseline(ws: Workspace, name: str = "baseline", sched: PretrainScale | None = None,
@@ -140,8 +137,7 @@ def pretrain_baseline(ws: Workspace, name: str = "baseline", sched: PretrainScal
             targets.append(hidden_targets(ws, prev, layer, f"{name}-iter{it - 1}-layer{layer}"))
         data = ssl_data(ws, targets[-1])
         torch.manual_seed(seed)
-        model = MelHuBERT(baseline_config(ws))
-        model.feature_stats = feature_stats(ws)
+        model = MelHuBERT(baseline_config(ws), feature_stats(ws))
         runs.append(train(model, data["pretrain-train"], data["pretrain-valid"], sched,
                           ws.run_dir(f"{name}-iter{it}"), seed=seed, stop_after=stop_after))
         if runs[-1].steps < sched.steps:
@@ -152,9 +148,7 @@ def pretrain_baseline(ws: Workspace, name: str = "baseline", sched: PretrainScal
 def untrained_model(ws: Workspace, seed: int | None = None) -> MelHuBERT:
     """The baseline architecture with random weights (a floor for every probe)."""
     torch.manual_seed(ws.seed if seed is None else seed)
-    model = MelHuBERT(baseline_config(ws)).eval()
-    model.feature_stats = feature_stats(ws)
-    return model
+    return MelHuBERT(baseline_config(ws), feature_stats(ws)).eval()
 
 
 def label_counts(targets: TargetSet) -> np.ndarray:

@@ -53,6 +53,17 @@ def _pretrain(args: argparse.Namespace) -> None:
     print(json.dumps({"model": str(result.model_dir), "valid_loss": final.loss, "valid_accuracy": final.accuracy}))
 
 
+def _compress(args: argparse.Namespace) -> None:
+    from .methods import get_method
+    from .workspace import open_workspace
+
+    method = get_method(args.method)  # an unknown name is refused before any corpus or training work
+    ws = open_workspace(args.scale, args.work_dir, args.seed, args.librispeech)
+    table = method.run(ws, threads=args.threads).table()
+    print(table[["run", "level", "setting", "params", "nonzero_params", "macs_per_second", "rtf", "loss_before",
+                 "loss_after", "model_dir"]].to_json(orient="records", indent=2))
+
+
 def _run_notebook(args: argparse.Namespace) -> None:
     from .notebooks import run_notebook
 
@@ -108,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_at_least_one, default=None, help="override the scale's step count (>= 1)")
     p.add_argument("--lr", type=float, default=None, help="override the scale's peak learning rate")
     p.set_defaults(func=_pretrain)
+    p = sub.add_parser("compress", help="compress the baseline with a registered method, fine-tuning every level "
+                                        "(resumes; levels in runs/<method>/)")
+    _common(p)
+    p.add_argument("method", help="a registered method, e.g. heads-l1, weights-l1, svd-uniform, ffn-shrink, "
+                                  "distill-teacher (an unknown name gets the full list)")
+    p.add_argument("--threads", type=_at_least_one, default=1, help="torch threads for the speed measurement")
+    p.set_defaults(func=_compress)
     p = sub.add_parser("run-notebook", help="execute a notebook with papermill (replaced only on success)")
     p.add_argument("notebook")
     p.add_argument("--scale", default="default")

@@ -73,12 +73,13 @@ class CompressionRun:
 
 
 def compress_levels(ws: Workspace, method: str, run: str, start_dir: str | Path, settings: list[float], step: Step,
-                    data: dict[str, SSLData], finetune: PretrainScale, iterative: bool = True,
+                    data: dict[str, SSLData], finetune: PretrainScale | None, iterative: bool = True,
                     prepare: Callable[[MelHuBERT], None] | None = None, threads: int = 1,
                     objective: Objective | None = None, results_file: str = RESULTS_FILE,
                     plateau: Plateau | None = None) -> CompressionRun:
     """Compress the checkpoint in `start_dir` to every setting in turn, fine-tuning after each step.
 
+    `finetune` None keeps each level as the step made it (the first-N-layers truncation: no training).
     `iterative`: each level starts from the previous level's fine-tuned model (pruning schedules);
     otherwise from the starting model (one-shot methods such as a given SVD rank). `prepare` runs on
     each model before fine-tuning (e.g. gradient masks that keep pruned weights at zero); `objective`
@@ -116,8 +117,12 @@ def compress_levels(ws: Workspace, method: str, run: str, start_dir: str | Path,
 
 
 def _run_level(ws: Workspace, method: str, run: str, level: int, setting: float, compressed: MelHuBERT,
-               data: dict[str, SSLData], finetune: PretrainScale, prepare: Callable[[MelHuBERT], None] | None,
+               data: dict[str, SSLData], finetune: PretrainScale | None, prepare: Callable[[MelHuBERT], None] | None,
                threads: int, objective: Objective | None, plateau: Plateau | None, provenance: dict) -> LevelRecord:
+    if finetune is None:  # kept as made: stored and measured without training
+        model_dir = compressed.save_pretrained(ws.run_dir(run) / f"level-{level:02d}" / "model")
+        metrics = evaluate_ssl(compressed, data["pretrain-valid"])
+        return _measure(ws, method, run, level, setting, model_dir, compressed, metrics, metrics, 0, threads)
     result = train(compressed, data["pretrain-train"], data["pretrain-valid"], finetune,
                    ws.run_dir(run) / f"level-{level:02d}", seed=ws.seed, prepare=prepare, objective=objective,
                    plateau=plateau, provenance={"level": fingerprint(provenance)})

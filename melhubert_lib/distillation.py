@@ -9,7 +9,7 @@ levels of a distillation run, each labelled by its share of the teacher's layer 
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -142,26 +142,27 @@ def student_from_teacher(teacher: MelHuBERT, depth: int, init: str = "teacher", 
         raise ValueError(f"init={init!r}: choose 'teacher' or 'random'")
     if ffn_dim is not None and not 1 <= ffn_dim <= min(cfg.ffn_dims[:depth]):
         raise ValueError(f"student ffn_dim {ffn_dim} outside [1, {min(cfg.ffn_dims[:depth])}] (the teacher's width)")
-    ranks = {k: v for k, v in cfg.ranks.items() if int(k.split(".")[1]) < depth}
-    student_cfg = dataclasses.replace(cfg, heads=cfg.heads[:depth], ffn_dims=cfg.ffn_dims[:depth], ranks=ranks,
-                                      head_ids=cfg.head_ids[:depth])
-    torch.manual_seed(seed)
-    student = MelHuBERT(student_cfg)
     if init == "teacher":
-        own = student.state_dict()
-        student.load_state_dict({k: v for k, v in teacher.state_dict().items() if k in own})
-    student.feature_stats = teacher.feature_stats
-    if ffn_dim is not None and ffn_dim < max(student_cfg.ffn_dims):
-        if len(set(student_cfg.ffn_dims)) > 1:
-            raise ValueError(f"narrow students need equal FFN widths in the teacher's first layers, got "
-                             f"{student_cfg.ffn_dims}")
-        student = shrink_ffn(student, student_cfg.ffn_dims[0] - ffn_dim)
+        student = copy.deepcopy(teacher).truncate(depth).requires_grad_(True)  # trainable even if the teacher is frozen
+    else:
+        torch.manual_seed(seed)
+        student = MelHuBERT(cfg.truncated(depth), teacher.feature_stats)
+    widths = student.config.ffn_dims
+    if ffn_dim is not None and ffn_dim < max(widths):
+        if len(set(widths)) > 1:
+            raise ValueError(f"narrow students need equal FFN widths in the teacher's first layers, got {widths}")
+        student = shrink_ffn(student, widths[0] - ffn_dim)
     return student
 
 
 def first_layers(teacher: MelHuBERT, depth: int) -> MelHuBERT:
     """The depth baseline (MelHuBERT-firstN): the teacher's first `depth` layers, untrained further."""
     return student_from_teacher(teacher, depth, "teacher").eval()
+
+
+def truncation_step(model: MelHuBERT, depth: float) -> MelHuBERT:
+    """A compression step: the model's first `depth` layers, untrained further (the first-N-layers depth baseline)."""
+    return first_layers(model, int(depth))
 
 
 def _layer_params(model: MelHuBERT) -> int:

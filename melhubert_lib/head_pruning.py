@@ -2,16 +2,15 @@
 
 Scores: the L1 norm of each head's rows of W_q, W_k, W_v and their biases (the authors' default, the
 slides' "l1 norm of the heads"), or the data-driven importance of Michel et al. (2019): the sum over
-frames of |<context_h, dL/dcontext_h>| on the masked-prediction loss, normalised per layer. Removal
-slices the q/k/v rows and out-projection columns and shrinks `config.heads`, so params and MACs fall.
+frames of |<context_h, dL/dcontext_h>| on the masked-prediction loss, normalised per layer. Removal is
+the model's own `MelHuBERT.prune_heads` (q/k/v rows and out-projection columns sliced), so params and MACs fall.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 from collections.abc import Callable, Iterable
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -117,42 +116,6 @@ def select_heads(scores: list[torch.Tensor], n_remove: int | None = None) -> dic
     return {i: sorted(hs) for i, hs in sorted(chosen.items())}
 
 
-def prune_heads(model: MelHuBERT, remove: dict[int, list[int]]) -> MelHuBERT:
-    """A new model without the given heads (layer -> head indices); every other weight is copied."""
-    cfg = model.config
-    heads = list(cfg.heads)
-    keep: dict[int, list[int]] = {}
-    for i, hs in remove.items():
-        if not 0 <= i < cfg.depth:
-            raise ValueError(f"layer {i} does not exist (depth {cfg.depth})")
-        bad = [h for h in hs if not 0 <= h < heads[i]]
-        if bad:
-            raise ValueError(f"head index {bad} out of range for layer {i}: it has {heads[i]} heads, "
-                             f"valid indices 0..{heads[i] - 1}")
-        if len(set(hs)) >= heads[i]:
-            raise ValueError(f"layer {i} has {heads[i]} heads: cannot remove {hs} (at least one must stay)")
-        keep[i] = [h for h in range(heads[i]) if h not in set(hs)]
-        heads[i] = len(keep[i])
-    state = model.state_dict()
-    for i, kept in keep.items():
-        att = model.layers[i].attention
-        rows = torch.tensor(np.concatenate([np.arange(h * att.head_dim, (h + 1) * att.head_dim) for h in kept]))
-        for proj in ("q_proj", "k_proj", "v_proj"):
-            _full_rank(getattr(att, proj), f"layers.{i}.attention.{proj}")
-            for p in ("weight", "bias"):
-                key = f"layers.{i}.attention.{proj}.{p}"
-                state[key] = state[key][rows]
-        key = f"layers.{i}.attention.out_proj.weight"
-        _full_rank(att.out_proj, f"layers.{i}.attention.out_proj")
-        state[key] = state[key][:, rows]
-    ids = cfg.original_heads()
-    head_ids = [[ids[i][h] for h in keep[i]] if i in keep else ids[i] for i in range(cfg.depth)]
-    pruned = MelHuBERT(dataclasses.replace(cfg, heads=heads, head_ids=head_ids))
-    pruned.load_state_dict(state)
-    pruned.feature_stats = model.feature_stats
-    return pruned.train(model.training)
-
-
 Scorer = Callable[[MelHuBERT], list[torch.Tensor]]
 
 
@@ -181,6 +144,6 @@ def pruning_step(score: str | Scorer = "l1", per_layer: bool = False, data: SSLD
         if per_layer and sum(len(h) for h in remove.values()) != n_remove:
             raise ValueError(f"per-layer pruning removes one head per layer, not {n_remove}; set the levels to "
                              f"{total - len(remove)}, {total - 2 * len(remove)}, ... heads")
-        return prune_heads(model, remove)
+        return copy.deepcopy(model).prune_heads(remove)
 
     return step

@@ -8,7 +8,7 @@ removes, from every layer, the units with the smallest L1 of fc1 row + fc1 bias 
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import math
 
 import torch
@@ -16,23 +16,21 @@ from torch import nn
 
 from .model import LowRankLinear, MelHuBERT
 
-LINEAR_NAMES = ("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.out_proj", "ffn.fc1", "ffn.fc2")
-
 
 def factorisable(model: MelHuBERT) -> dict[str, nn.Linear]:
     """Full-rank linear layers of the Transformer, by the names `config.ranks` uses."""
-    found = {}
-    for i, layer in enumerate(model.layers):
-        for name in LINEAR_NAMES:
-            module = layer.get_submodule(name)
-            if isinstance(module, nn.Linear):
-                found[f"layers.{i}.{name}"] = module
-    return found
+    return {name: module for name, module in model.linear_maps().items() if isinstance(module, nn.Linear)}
 
 
-def singular_values(model: MelHuBERT) -> dict[str, torch.Tensor]:
-    """Singular values of every factorisable layer's weight, largest first."""
-    return {name: torch.linalg.svdvals(lin.weight.detach()) for name, lin in factorisable(model).items()}
+def singular_values(model: MelHuBERT) -> dict[str, list[torch.Tensor]]:
+    """Per kind of linear map ("attention.q_proj", ...), the singular values of its weight in every layer, largest
+    first (full-rank maps only)."""
+    spectra: dict[str, list[torch.Tensor]] = {}
+    for layer in model.layers:
+        for kind, lin in layer.linear_maps().items():
+            if isinstance(lin, nn.Linear):
+                spectra.setdefault(kind, []).append(torch.linalg.svdvals(lin.weight.detach()))
+    return spectra
 
 
 def break_even_rank(lin: nn.Linear) -> int:
@@ -76,20 +74,18 @@ def factorise(model: MelHuBERT, ranks: dict[str, int]) -> MelHuBERT:
         lin = layers[name]
         if not 1 <= rank <= min(lin.in_features, lin.out_features):
             raise ValueError(f"rank {rank} for {name} outside [1, {min(lin.in_features, lin.out_features)}]")
-    cfg = dataclasses.replace(model.config, ranks={**model.config.ranks, **ranks})
-    new = MelHuBERT(cfg)
-    state = {k: v for k, v in model.state_dict().items() if k.rsplit(".", 1)[0] not in ranks}
+    new = copy.deepcopy(model)
     for name, rank in ranks.items():
-        w = layers[name].weight.detach().double()
-        u, s, vh = torch.linalg.svd(w, full_matrices=False)
+        lin = layers[name]
+        u, s, vh = torch.linalg.svd(lin.weight.detach().double(), full_matrices=False)
         root = s[:rank].sqrt()
-        state[f"{name}.down.weight"] = (root[:, None] * vh[:rank]).float()
-        state[f"{name}.up.weight"] = (u[:, :rank] * root[None, :]).float()
-        state[f"{name}.up.bias"] = layers[name].bias.detach().clone()
-    new.load_state_dict(state)
-    new.feature_stats = model.feature_stats
-    assert all(isinstance(new.get_submodule(n), LowRankLinear) for n in ranks)
-    return new.train(model.training)
+        factors = LowRankLinear(lin.in_features, lin.out_features, rank)
+        with torch.no_grad():
+            factors.down.weight.copy_(root[:, None] * vh[:rank])
+            factors.up.weight.copy_(u[:, :rank] * root[None, :])
+            factors.up.bias.copy_(lin.bias.detach())
+        new.replace_linear(name, factors.train(model.training))
+    return new
 
 
 def ffn_unit_scores(model: MelHuBERT) -> list[torch.Tensor]:
@@ -110,18 +106,8 @@ def shrink_ffn(model: MelHuBERT, n_remove: int) -> MelHuBERT:
     scores = ffn_unit_scores(model)
     if any(n_remove >= len(s) for s in scores):
         raise ValueError(f"cannot remove {n_remove} FFN units per layer: widths are {model.config.ffn_dims}")
-    state = model.state_dict()
-    widths = []
-    for i, s in enumerate(scores):
-        keep = torch.sort(torch.argsort(s, descending=True)[: len(s) - n_remove]).values
-        for key, dim in ((f"layers.{i}.ffn.fc1.weight", 0), (f"layers.{i}.ffn.fc1.bias", 0),
-                         (f"layers.{i}.ffn.fc2.weight", 1)):
-            state[key] = state[key].index_select(dim, keep)
-        widths.append(len(keep))
-    new = MelHuBERT(dataclasses.replace(model.config, ffn_dims=widths))
-    new.load_state_dict(state)
-    new.feature_stats = model.feature_stats
-    return new.train(model.training)
+    keep = [torch.sort(torch.argsort(s, descending=True)[: len(s) - n_remove]).values for s in scores]
+    return copy.deepcopy(model).keep_ffn_units(keep)
 
 
 def svd_step(model: MelHuBERT, keep: float) -> MelHuBERT:

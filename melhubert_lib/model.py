@@ -21,11 +21,12 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .atomic import atomic_path
-from .features import FeatureStats
+from .features import N_MELS, FeatureStats, frames_per_stack
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 STATS_NAME = "feature_stats.npy"  # the input normalisation the model was trained with (optional)
+MASK_SPAN_MS = 100  # span of one mask: 10 frames at 10 ms, as HuBERT and the authors mask
 
 
 @dataclass
@@ -64,6 +65,15 @@ class MelHuBERTConfig:
         """Number of Transformer layers."""
         return len(self.heads)
 
+    def truncated(self, depth: int) -> MelHuBERTConfig:
+        """The config of the first `depth` layers (heads, widths, ranks and head ids of the layers beyond dropped)."""
+        if not 1 <= depth <= self.depth:
+            raise ValueError(f"depth {depth} outside [1, {self.depth}]: keep at least one of the model's {self.depth} "
+                             "layers")
+        ranks = {name: r for name, r in self.ranks.items() if int(name.split(".")[1]) < depth}
+        return replace(self, heads=self.heads[:depth], ffn_dims=self.ffn_dims[:depth], ranks=ranks,
+                       head_ids=self.head_ids[:depth])
+
     def original_heads(self) -> list[list[int]]:
         """Index each kept head had in the unpruned model, per layer."""
         return self.head_ids or [list(range(h)) for h in self.heads]
@@ -78,8 +88,12 @@ class MelHuBERTConfig:
         return cls(**json.loads(text))
 
 
-def preset(name: str, n_clusters: int | None = None) -> MelHuBERTConfig:
-    """The named model preset: 'paper' (the authors' base model, ~90.2 M), 'default' or 'smoke'."""
+def preset(name: str, n_clusters: int | None = None, frame_ms: int = 20) -> MelHuBERTConfig:
+    """The named model preset: 'paper' (the authors' base model, ~90.2 M), 'default', 'default-deep' or 'smoke'.
+
+    `frame_ms` sets the model's frame rate: its input stacks that many ms of 10 ms log-Mel frames and a mask span
+    covers MASK_SPAN_MS at any rate; `n_clusters` overrides the preset's number of target clusters.
+    """
     presets = {
         "paper": dict(heads=[12] * 12, ffn_dims=[3072] * 12, d_model=768, n_clusters=512),
         # dropout 0 at default: steps run 1.6x faster on 2 CPU cores, and span masking already regularises
@@ -98,7 +112,8 @@ def preset(name: str, n_clusters: int | None = None) -> MelHuBERTConfig:
     }
     if name not in presets:
         raise ValueError(f"unknown model preset {name!r}: choose one of {', '.join(presets)} (parameter 'preset')")
-    cfg = MelHuBERTConfig(**presets[name])
+    cfg = MelHuBERTConfig(**presets[name], input_dim=N_MELS * frames_per_stack(frame_ms), frame_ms=frame_ms,
+                          mask_span=MASK_SPAN_MS // frame_ms)
     return cfg if n_clusters is None else replace(cfg, n_clusters=n_clusters)
 
 
@@ -134,6 +149,29 @@ def make_linear(name: str, in_features: int, out_features: int, ranks: dict[str,
     return nn.Linear(in_features, out_features)
 
 
+def _require_full_rank(*linears: nn.Module) -> None:
+    """Refuse surgery on factorised (or otherwise replaced) linear maps, before anything is cut."""
+    for linear in linears:
+        if not isinstance(linear, nn.Linear):
+            raise ValueError(f"cannot slice a {type(linear).__name__}: only full-rank linear maps can be sliced; "
+                             "prune heads or FFN units before a low-rank factorisation, not after")
+
+
+def slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A new nn.Linear with only the outputs (`dim` 0: weight rows and bias) or inputs (`dim` 1) at `index`."""
+    _require_full_rank(linear)
+    if dim not in (0, 1):
+        raise ValueError(f"dim={dim}: 0 slices outputs, 1 slices inputs")
+    index = torch.as_tensor(index, dtype=torch.long)
+    weight = linear.weight.detach().index_select(dim, index)
+    out = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None)
+    with torch.no_grad():
+        out.weight.copy_(weight)
+        if linear.bias is not None:
+            out.bias.copy_(linear.bias.detach()[index] if dim == 0 else linear.bias.detach())
+    return out.to(linear.weight.device).train(linear.training)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention from separate q/k/v/out projections (prunable by slicing)."""
 
@@ -166,6 +204,14 @@ class SelfAttention(nn.Module):
             logits = logits.masked_fill(~attn_mask, float("-inf"))
         return logits.softmax(-1)
 
+    def keep_heads(self, heads: list[int]) -> None:
+        """Keep only the given heads (indices into this layer's current heads): q/k/v rows, out-projection columns."""
+        rows = (torch.tensor(heads)[:, None] * self.head_dim + torch.arange(self.head_dim)[None, :]).reshape(-1)
+        self.q_proj, self.k_proj, self.v_proj = (slice_linear(p, rows, 0) for p in (self.q_proj, self.k_proj,
+                                                                                  self.v_proj))
+        self.out_proj = slice_linear(self.out_proj, rows, 1)
+        self.n_heads = len(heads)
+
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         ctx = self.context(x, attn_mask)
         b, _, t, _ = ctx.shape
@@ -180,6 +226,10 @@ class FeedForward(nn.Module):
         self.fc1 = make_linear(f"{prefix}.fc1", cfg.d_model, width, cfg.ranks)
         self.fc2 = make_linear(f"{prefix}.fc2", width, cfg.d_model, cfg.ranks)
         self.dropout = nn.Dropout(cfg.dropout)
+
+    def keep_units(self, units: torch.Tensor) -> None:
+        """Keep only the given hidden units: fc1 rows (and bias entries) and fc2 columns."""
+        self.fc1, self.fc2 = slice_linear(self.fc1, units, 0), slice_linear(self.fc2, units, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.dropout(F.gelu(self.fc1(x))))
@@ -196,6 +246,12 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(f"{prefix}.ffn", cfg, cfg.ffn_dims[index])
         self.ffn_norm = nn.LayerNorm(cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
+
+    def linear_maps(self) -> dict[str, nn.Module]:
+        """The layer's linear maps by their names under the layer (as `config.ranks` names them after `layers.<i>.`)."""
+        att, ffn = self.attention, self.ffn
+        return {"attention.q_proj": att.q_proj, "attention.k_proj": att.k_proj, "attention.v_proj": att.v_proj,
+                "attention.out_proj": att.out_proj, "ffn.fc1": ffn.fc1, "ffn.fc2": ffn.fc2}
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         x = self.attn_norm(x + self.dropout(self.attention(x, attn_mask)))
@@ -254,7 +310,7 @@ def compute_span_mask(
 class MelHuBERT(nn.Module):
     """The MelHuBERT model; build from a config, save and load with the config beside the weights."""
 
-    def __init__(self, cfg: MelHuBERTConfig) -> None:
+    def __init__(self, cfg: MelHuBERTConfig, feature_stats: FeatureStats | None = None) -> None:
         super().__init__()
         self.config = cfg
         self.input_proj = nn.Linear(cfg.input_dim, cfg.d_model)
@@ -263,7 +319,7 @@ class MelHuBERT(nn.Module):
         self.input_dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(EncoderLayer(i, cfg) for i in range(cfg.depth))
         self.cluster_head = nn.Linear(cfg.d_model, cfg.n_clusters)
-        self.feature_stats: FeatureStats | None = None  # set by pretraining; saved and loaded with the weights
+        self.feature_stats = feature_stats  # the input normalisation; saved and loaded with the weights
 
     def forward(
         self,
@@ -324,6 +380,75 @@ class MelHuBERT(nn.Module):
         out.n_masked = int(tgt.numel())
         out.loss = F.cross_entropy(logits, tgt, reduction="sum") / max(out.n_masked, 1)
         out.correct = int((logits.argmax(-1) == tgt).sum())
+
+    def linear_maps(self) -> dict[str, nn.Module]:
+        """Every Transformer linear map by the name `config.ranks` uses ("layers.3.ffn.fc1"), layer by layer."""
+        return {f"layers.{i}.{name}": module for i, layer in enumerate(self.layers)
+                for name, module in layer.linear_maps().items()}
+
+    def prune_heads(self, remove: dict[int, list[int]]) -> MelHuBERT:
+        """Remove attention heads in place (layer -> indices of its current heads); return the model.
+
+        Slices the heads' q/k/v rows and out-projection columns, and records the heads left and their original
+        indices in the config, so the pruned model saves and loads like any other.
+        """
+        cfg = self.config
+        for i, hs in remove.items():
+            if not 0 <= i < cfg.depth:
+                raise ValueError(f"layer {i} does not exist (depth {cfg.depth})")
+            bad = [h for h in hs if not 0 <= h < cfg.heads[i]]
+            if bad:
+                raise ValueError(f"head index {bad} out of range for layer {i}: it has {cfg.heads[i]} heads, "
+                                 f"valid indices 0..{cfg.heads[i] - 1}")
+            if len(set(hs)) >= cfg.heads[i]:
+                raise ValueError(f"layer {i} has {cfg.heads[i]} heads: cannot remove {hs} (at least one must stay)")
+            att = self.layers[i].attention
+            _require_full_rank(att.q_proj, att.k_proj, att.v_proj, att.out_proj)
+        ids = cfg.original_heads()
+        for i, hs in remove.items():
+            kept = [h for h in range(cfg.heads[i]) if h not in set(hs)]
+            self.layers[i].attention.keep_heads(kept)
+            ids[i] = [ids[i][h] for h in kept]
+        self.config = replace(cfg, heads=[len(h) for h in ids], head_ids=ids)
+        return self
+
+    def keep_ffn_units(self, units: list[torch.Tensor]) -> MelHuBERT:
+        """Keep, in every layer, only the FFN units listed for it (indices into its current units); return the model."""
+        if len(units) != self.config.depth:
+            raise ValueError(f"got FFN units for {len(units)} layers; the model has {self.config.depth}")
+        for i, (layer, keep) in enumerate(zip(self.layers, units, strict=True)):  # all checked before any is cut
+            width = self.config.ffn_dims[i]
+            if len(keep) == 0 or int(keep.min()) < 0 or int(keep.max()) >= width:
+                raise ValueError(f"FFN units of layer {i} must be 1 or more indices in 0..{width - 1}")
+            _require_full_rank(layer.ffn.fc1, layer.ffn.fc2)
+        for layer, keep in zip(self.layers, units, strict=True):
+            layer.ffn.keep_units(keep)
+        self.config = replace(self.config, ffn_dims=[len(k) for k in units])
+        return self
+
+    def replace_linear(self, name: str, module: nn.Module) -> MelHuBERT:
+        """Put `module` in place of the linear map `name` ("layers.0.ffn.fc1"); a LowRankLinear's rank goes into the
+        config (`config.ranks`), any other module clears it; return the model."""
+        maps = self.linear_maps()
+        if name not in maps:
+            raise ValueError(f"{name!r} is not a linear map of this model (e.g. {next(iter(maps))!r})")
+        old = maps[name]
+        if (module.in_features, module.out_features) != (old.in_features, old.out_features):
+            raise ValueError(f"{name}: the replacement maps {module.in_features}->{module.out_features}, the layer "
+                             f"{old.in_features}->{old.out_features}")
+        owner, attr = name.rsplit(".", 1)
+        setattr(self.get_submodule(owner), attr, module)
+        ranks = {k: v for k, v in self.config.ranks.items() if k != name}
+        if isinstance(module, LowRankLinear):
+            ranks[name] = module.down.out_features
+        self.config = replace(self.config, ranks=ranks)
+        return self
+
+    def truncate(self, depth: int) -> MelHuBERT:
+        """Keep the first `depth` layers in place (the cluster head stays, fed by the last kept layer); return it."""
+        self.config = self.config.truncated(depth)
+        self.layers = self.layers[:depth]
+        return self
 
     def content_hash(self) -> str:
         """A short hash of the configuration and every weight: equal for the same checkpoint, wherever it is loaded."""

@@ -24,9 +24,6 @@ METHOD_COLOURS = {
     "pretrained": "#1f78b4",
 }
 
-# runs of one method share its colour and differ in line style (the first run of a method is solid)
-RUN_LINESTYLES = {"svd-energy": "--", "ffn-shrink": ":", "distill-random": "--"}
-
 
 def set_style() -> None:
     """Seaborn's paper theme with readable fonts (call once per notebook)."""

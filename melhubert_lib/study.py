@@ -21,9 +21,6 @@ from .scales import PretrainScale
 from .tasks import TASKS
 from .workspace import Workspace
 
-FIRST_N = "first-N layers"
-FIRST_N_RUN = "first-n"
-
 
 def checkpoint_name(run: str, level: int) -> str:
     """The source name of a compressed level in the downstream results: `<run>/level-NN`."""
@@ -66,7 +63,7 @@ def spread_levels(n_levels: int, per_run: int) -> list[int]:
 
 
 def checkpoints_to_judge(ws: Workspace, per_run: int, skip_runs: Sequence[str] = ()) -> list[JudgedCheckpoint]:
-    """Evenly spread compressed levels of every run in `results/compression.csv` (but `skip_runs`) and of first-N."""
+    """Evenly spread compressed levels of every run in `results/compression.csv` (but `skip_runs`)."""
     table = read_results(ws, RESULTS_FILE)
     chosen = []
     for run, levels in table[(table.level > 0) & ~table.run.isin(list(skip_runs))].groupby("run", sort=False):
@@ -74,11 +71,6 @@ def checkpoints_to_judge(ws: Workspace, per_run: int, skip_runs: Sequence[str] =
         for level in spread_levels(int(levels.index.max()), per_run):
             row = levels.loc[level]
             chosen.append(JudgedCheckpoint(row.method, run, level, float(row.setting), ws.root / row.model_dir))
-    # first-N is judged like a run whose levels are its depths, deepest (mildest) first
-    firsts = sorted(ws.run_dir(FIRST_N_RUN).glob("first-*"), key=lambda p: -int(p.name.split("-")[1]))
-    for level in spread_levels(len(firsts), per_run) if firsts else []:
-        depth = int(firsts[level - 1].name.split("-")[1])
-        chosen.append(JudgedCheckpoint(FIRST_N, FIRST_N_RUN, depth, float(depth), firsts[level - 1]))
     return chosen
 
 

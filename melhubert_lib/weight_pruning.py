@@ -21,12 +21,10 @@ from .model import MelHuBERT
 def prunable(model: MelHuBERT) -> list[tuple[nn.Module, str]]:
     """(module, 'weight' | 'bias') pairs that global pruning ranks together."""
     pairs = []
-    for layer in model.layers:
-        for lin in (layer.attention.q_proj, layer.attention.k_proj, layer.attention.v_proj,
-                    layer.attention.out_proj, layer.ffn.fc1, layer.ffn.fc2):
-            if not isinstance(lin, nn.Linear):
-                raise ValueError("weight pruning needs full-rank linear layers; prune before factorising")
-            pairs += [(lin, "weight"), (lin, "bias")]
+    for lin in model.linear_maps().values():
+        if not isinstance(lin, nn.Linear):
+            raise ValueError("weight pruning needs full-rank linear layers; prune before factorising")
+        pairs += [(lin, "weight"), (lin, "bias")]
     return pairs
 
 
@@ -78,7 +76,7 @@ class SparseLinear(nn.Module):
         super().__init__()
         self.weight = dense.weight.detach().to_sparse_csr()
         self.bias = dense.bias.detach().clone()
-        self.out_features = dense.out_features
+        self.in_features, self.out_features = dense.in_features, dense.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
@@ -88,8 +86,6 @@ class SparseLinear(nn.Module):
 def with_sparse_kernels(model: MelHuBERT) -> MelHuBERT:
     """A copy of a weight-pruned model for inference whose pruned linear layers run as sparse (CSR) products."""
     sparse = copy.deepcopy(model).eval()
-    for layer in sparse.layers:
-        for owner, name in ((layer.attention, "q_proj"), (layer.attention, "k_proj"), (layer.attention, "v_proj"),
-                            (layer.attention, "out_proj"), (layer.ffn, "fc1"), (layer.ffn, "fc2")):
-            setattr(owner, name, SparseLinear(getattr(owner, name)))
+    for name, lin in sparse.linear_maps().items():
+        sparse.replace_linear(name, SparseLinear(lin))
     return sparse

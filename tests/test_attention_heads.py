@@ -7,7 +7,6 @@ import torch
 
 from melhubert_lib.attention_heads import attention_maps, classify, diagonal_share, head_statistics, vertical_share
 from melhubert_lib.frames import FrameStore
-from melhubert_lib.head_pruning import prune_heads
 from melhubert_lib.model import MelHuBERT, preset
 
 
@@ -47,7 +46,7 @@ def test_rule_tells_the_three_kinds_apart():
 
 
 def test_statistics_keep_original_head_ids_after_pruning():
-    model = prune_heads(_model(), {0: [0]})
+    model = _model().prune_heads({0: [0]})
     frames = FrameStore.from_arrays([torch.randn(n, model.config.input_dim).numpy() for n in (7, 12)], ["a", "b"])
     stats = head_statistics(model, frames, n_utterances=2)
     assert len(stats.table) == sum(model.config.heads)

@@ -145,3 +145,59 @@ def test_non_finite_features_are_refused_instead_of_giving_non_finite_hidden_sta
 def test_low_rank_rejects_a_rank_above_the_layer_size():
     with pytest.raises(ValueError, match="rank"):
         LowRankLinear(8, 4, 5)
+
+
+@pytest.mark.parametrize("frame_ms", [10, 20])
+def test_a_preset_at_any_frame_rate_stacks_its_input_and_masks_100_ms_spans(frame_ms):
+    cfg = preset("default", frame_ms=frame_ms)
+    assert cfg.frame_ms == frame_ms
+    assert cfg.input_dim == 40 * frame_ms // 10  # 40 Mel bins per 10 ms frame, stacked to the model's rate
+    assert cfg.mask_span * frame_ms == 100
+
+
+def test_truncation_keeps_the_first_layers_and_their_shapes_in_the_config(tmp_path):
+    torch.manual_seed(0)
+    model = MelHuBERT(dataclasses.replace(_odd_config(), ranks={"layers.1.ffn.fc1": 5, "layers.2.ffn.fc2": 4})).eval()
+    x = torch.randn(2, 30, 80)
+    expected = model(x, n_layers=2).hidden_states
+    cut = MelHuBERT.from_pretrained(model.truncate(2).save_pretrained(tmp_path / "cut")).eval()
+    assert (cut.config.heads, cut.config.ffn_dims, cut.config.ranks) == ([2, 1], [64, 17], {"layers.1.ffn.fc1": 5})
+    for a, b in zip(cut(x).hidden_states, expected, strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match=r"depth 3 outside \[1, 2\]"):
+        cut.truncate(3)
+
+
+def test_replacing_a_linear_map_records_its_rank_and_refuses_other_shapes():
+    model = MelHuBERT(preset("smoke"))
+    fc1 = model.linear_maps()["layers.0.ffn.fc1"]
+    model.replace_linear("layers.0.ffn.fc1", LowRankLinear(fc1.in_features, fc1.out_features, 3))
+    assert model.config.ranks == {"layers.0.ffn.fc1": 3}
+    model.replace_linear("layers.0.ffn.fc1", torch.nn.Linear(fc1.in_features, fc1.out_features))
+    assert model.config.ranks == {}
+    with pytest.raises(ValueError, match="the replacement maps 32->7, the layer 32->64"):
+        model.replace_linear("layers.0.ffn.fc1", torch.nn.Linear(fc1.in_features, 7))
+    with pytest.raises(ValueError, match="'layers.9.ffn.fc1' is not a linear map of this model"):
+        model.replace_linear("layers.9.ffn.fc1", fc1)
+
+
+def test_keeping_ffn_units_equals_zeroing_the_others_and_a_factorised_layer_cannot_be_sliced():
+    torch.manual_seed(0)
+    model = MelHuBERT(preset("smoke")).eval()
+    keep = [torch.arange(0, 64, 2), torch.arange(10, 30)]
+    masked = MelHuBERT(model.config)
+    masked.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for layer, units in zip(masked.layers, keep, strict=True):
+            dropped = torch.ones(layer.ffn.fc2.in_features, dtype=torch.bool)
+            dropped[units] = False
+            layer.ffn.fc2.weight[:, dropped] = 0.0
+    x = torch.randn(1, 20, 80)
+    kept = model.keep_ffn_units(keep)
+    assert kept.config.ffn_dims == [32, 20]
+    torch.testing.assert_close(kept(x).logits, masked.eval()(x).logits, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="FFN units of layer 1 must be 1 or more indices in 0..19"):
+        kept.keep_ffn_units([torch.arange(4), torch.tensor([20])])
+    kept.replace_linear("layers.0.attention.q_proj", LowRankLinear(32, 32, 2))
+    with pytest.raises(ValueError, match="cannot slice a LowRankLinear"):
+        kept.prune_heads({0: [0]})

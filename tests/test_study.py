@@ -34,18 +34,17 @@ def test_spread_levels_are_distinct_in_range_and_keep_the_most_severe(n_levels, 
     assert n_levels in levels and min(levels) >= 1 and levels == sorted(levels)
 
 
-def test_checkpoints_to_judge_leaves_out_skipped_runs_and_spreads_first_n_like_a_run(tmp_path):
+def test_checkpoints_to_judge_leaves_out_skipped_runs_and_spreads_each_runs_levels(tmp_path):
     rows = [{"method": m, "run": r, "level": lv, "setting": float(lv), "model_dir": f"runs/{r}/level-{lv:02d}"}
             for m, r in (("head pruning", "heads-l1"), ("low-rank", "svd-energy")) for lv in range(4)]
     (tmp_path / "results").mkdir()
     pd.DataFrame(rows).to_csv(tmp_path / "results" / RESULTS_FILE, index=False)
-    for depth in (3, 2, 1):
-        (tmp_path / "runs" / "first-n" / f"first-{depth}").mkdir(parents=True)
-    ws = SimpleNamespace(results=tmp_path / "results", root=tmp_path, run_dir=lambda run: tmp_path / "runs" / run)
+    ws = SimpleNamespace(results=tmp_path / "results", root=tmp_path)
     judged = checkpoints_to_judge(ws, per_run=2, skip_runs=["svd-energy"])
-    assert [(c.run, c.level) for c in judged] == [("heads-l1", 2), ("heads-l1", 3), ("first-n", 2), ("first-n", 1)]
-    assert len(checkpoints_to_judge(ws, per_run=2)) == 6
-    assert [c.level for c in checkpoints_to_judge(ws, per_run=3) if c.run == "first-n"] == [3, 2, 1]
+    assert [(c.run, c.level) for c in judged] == [("heads-l1", 2), ("heads-l1", 3)]
+    assert judged[0].model_dir == tmp_path / "runs" / "heads-l1" / "level-02"
+    assert len(checkpoints_to_judge(ws, per_run=2)) == 4
+    assert [c.level for c in checkpoints_to_judge(ws, per_run=3) if c.run == "svd-energy"] == [1, 2, 3]
 
 
 def test_spread_levels_refuses_zero():

@@ -1,0 +1,162 @@
+"""The compression methods as a registry: each method is one `Method` that owns its recipe and its run name.
+
+A method's recipe says how its levels are made (the settings, and the step that compresses a model to a setting),
+whether each level starts from the previous one (a pruning schedule) or from the teacher (one-shot), the hook that
+keeps pruned weights at zero during fine-tuning, the schedule and objective that train each level, and the
+plateau gate. `compress(ws, name)` runs a method on the workspace's baseline, for the notebooks and for
+`melhubert compress <name>` alike. Adding a method is one `Method` and one `register(...)` line here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import baseline, head_pruning, low_rank, weight_pruning
+from .compression import CompressionRun, Step, compress_levels
+from .distillation import distillation_ladder, make_objective, truncation_step
+from .model import MelHuBERT
+from .pretrain import Objective, Plateau, SSLData
+from .scales import CompressionScale, PretrainScale
+from .workspace import Workspace
+
+
+@dataclass(frozen=True)
+class MethodInputs:
+    """What a recipe draws on: the teacher (the baseline), where it is stored, its SSL data and the scale's levels."""
+
+    teacher: MelHuBERT
+    teacher_dir: Path
+    data: dict[str, SSLData]
+    scale: CompressionScale
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """A run's levels: the setting of each (in order) and the step that compresses a model to a setting."""
+
+    settings: list[float]
+    step: Step
+
+
+@dataclass(frozen=True)
+class Method:
+    """One compression method: its run name, the family it is drawn with, and its whole recipe."""
+
+    name: str  # the run name (runs/<name>/), the registry key and the CLI argument
+    family: str  # the method family: its label in results tables and its colour in figures
+    label: str  # this run in a legend
+    plan: Callable[[MethodInputs], LevelPlan]
+    iterative: bool = True  # each level starts from the previous level's fine-tuned model (else from the teacher)
+    prepare: Callable[[MelHuBERT], None] | None = None  # run on each level's model before it trains
+    # what trains each level (None: no training, the level is kept as the step made it)
+    schedule: Callable[[CompressionScale], PretrainScale | None] = lambda scale: scale.finetune
+    objective: Callable[[MethodInputs], Objective] | None = None  # None: masked prediction on the baseline's targets
+    plateau: Plateau | None = None  # end a level's training once the held-out loss stopped falling
+    objective_label: str = "masked-prediction loss (nats)"  # the training loss, as an axis label
+    linestyle: str = "-"  # runs of one family differ in line style
+
+    def run(self, ws: Workspace, threads: int = 1) -> CompressionRun:
+        """Compress the workspace's baseline with this recipe (stored levels are reused; a run resumes)."""
+        if ws.scale.compression is None:
+            raise ValueError(f"scale {ws.scale.name!r} has no compression settings: choose a scale that has")
+        base = baseline.pretrain_baseline(ws)  # finished in 01_baseline: loads, or resumes
+        data = baseline.ssl_data(ws, base.targets[-1])
+        inputs = MethodInputs(MelHuBERT.from_pretrained(base.model_dir), base.model_dir, data, ws.scale.compression)
+        plan = self.plan(inputs)
+        return compress_levels(ws, self.family, self.name, base.model_dir, plan.settings, plan.step, data,
+                               self.schedule(ws.scale.compression), iterative=self.iterative, prepare=self.prepare,
+                               threads=threads, objective=self.objective(inputs) if self.objective else None,
+                               plateau=self.plateau)
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add `method` to the registry under its run name (names are unique)."""
+    if method.name in METHODS:
+        raise ValueError(f"a method named {method.name!r} is registered already")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    """The registered method `name`, or a ValueError listing the registered names."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown compression method {name!r}: choose one of {', '.join(METHODS)}") from None
+
+
+def compress(ws: Workspace, name: str, threads: int = 1) -> CompressionRun:
+    """Run (or resume) the registered method `name` on the workspace's baseline; levels go to runs/<name>/."""
+    return get_method(name).run(ws, threads)
+
+
+def linestyle(run: str) -> str:
+    """The line style of a run in figures (solid for runs that are no registered method, e.g. first-N layers)."""
+    return METHODS[run].linestyle if run in METHODS else "-"
+
+
+def _per_layer_heads(inputs: MethodInputs) -> list[float]:
+    """Heads left after each per-layer level (one head fewer in every layer each time, down to one per layer)."""
+    heads = inputs.teacher.config.heads
+    return [float(sum(max(1, h - k) for h in heads)) for k in range(1, max(heads))]
+
+
+def _head_method(score: str, per_layer: bool) -> Method:
+    def plan(inputs: MethodInputs) -> LevelPlan:
+        settings = _per_layer_heads(inputs) if per_layer else list(inputs.scale.heads_kept)
+        return LevelPlan(settings, head_pruning.pruning_step(score, per_layer, inputs.data["pretrain-train"]))
+
+    schedule = "per layer" if per_layer else "global"
+    return Method(f"heads-{score}{'-per-layer' if per_layer else ''}", "head pruning",
+                  f"head pruning ({score}, {schedule})", plan, linestyle="-" if score == "l1" else "--")
+
+
+def _gated(scale: CompressionScale) -> PretrainScale:
+    """The plateau-gated schedule: up to 4x the fine-tuning updates per level, ended by the gate."""
+    return dataclasses.replace(scale.finetune, steps=4 * scale.finetune.steps)
+
+
+def _distillation_method(loss: str, init: str) -> Method:
+    def plan(inputs: MethodInputs) -> LevelPlan:
+        ladder = distillation_ladder(inputs.teacher, inputs.scale.students, init)
+        return LevelPlan(ladder.settings, ladder.step)
+
+    def objective(inputs: MethodInputs) -> Objective:
+        return make_objective(loss, MelHuBERT.from_pretrained(inputs.teacher_dir))  # a frozen copy of the teacher
+
+    prefix = "distill" if loss == "kl" else f"distill-{loss}"
+    return Method(f"{prefix}-{init}", "distillation", f"student, init {init}", plan, iterative=False,
+                  schedule=lambda scale: scale.distill, objective=objective,
+                  objective_label="KL(teacher || student) per frame (nats)" if loss == "kl"
+                  else "L1 - log sigmoid(cos) per frame, summed over heads",
+                  linestyle="-" if init == "teacher" else "--")
+
+
+for _score in ("l1", "importance"):
+    for _per_layer in (False, True):
+        register(_head_method(_score, _per_layer))
+register(Method("weights-l1", "weight pruning", "weight pruning (global L1)",
+                lambda inputs: LevelPlan(list(inputs.scale.sparsities), weight_pruning.pruning_step),
+                prepare=weight_pruning.keep_zeros))
+register(Method("weights-l1-gated", "weight pruning", "weight pruning (global L1, plateau-gated)",
+                lambda inputs: LevelPlan(list(inputs.scale.sparsities), weight_pruning.pruning_step),
+                prepare=weight_pruning.keep_zeros, schedule=_gated, plateau=Plateau(), linestyle="--"))
+register(Method("svd-uniform", "low-rank", "SVD, uniform budget",
+                lambda inputs: LevelPlan(list(inputs.scale.svd_keep), low_rank.svd_step), iterative=False))
+register(Method("svd-energy", "low-rank", "SVD, energy threshold",
+                lambda inputs: LevelPlan(list(inputs.scale.svd_energy), low_rank.energy_step), iterative=False,
+                linestyle="--"))
+register(Method("ffn-shrink", "low-rank", "FFN-width shrink",
+                lambda inputs: LevelPlan(list(inputs.scale.ffn_widths), low_rank.ffn_step), linestyle=":"))
+register(Method("first-n", "first-N layers", "first N layers, untrained further",
+                lambda inputs: LevelPlan([float(d) for d in inputs.scale.student_depths], truncation_step),
+                iterative=False, schedule=lambda scale: None))
+for _loss in ("kl", "layers"):
+    for _init in ("teacher", "random"):
+        register(_distillation_method(_loss, _init))

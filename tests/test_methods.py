@@ -1,0 +1,53 @@
+"""The method registry: each method's recipe, run through `compress` and the CLI stage."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from melhubert_lib import baseline, weight_pruning
+from melhubert_lib.cli import main
+from melhubert_lib.methods import METHODS, compress, get_method
+from melhubert_lib.model import MelHuBERT
+from melhubert_lib.plotting import METHOD_COLOURS
+
+
+def test_every_method_is_registered_under_its_run_name_with_a_family_the_figures_draw():
+    assert all(name == method.name for name, method in METHODS.items())
+    assert {method.family for method in METHODS.values()} <= METHOD_COLOURS.keys()
+    assert {"heads-l1", "weights-l1", "svd-uniform", "svd-energy", "ffn-shrink", "distill-teacher", "first-n"} <= (
+        METHODS.keys())
+    with pytest.raises(ValueError, match="unknown compression method 'svd': choose one of heads-l1, "):
+        get_method("svd")
+
+
+def test_weight_pruning_keeps_its_zeros_through_every_levels_fine_tuning(smoke_ws):
+    run = compress(smoke_ws, "weights-l1")
+    sparsities = smoke_ws.scale.compression.sparsities
+    table = run.table()
+    assert (table.finetune_steps.iloc[1:] > 0).all()
+    for level, target in enumerate(sparsities, 1):
+        assert weight_pruning.sparsity(run.model(level)) == pytest.approx(target, abs=1e-3)
+
+
+def test_first_n_levels_are_the_baselines_first_layers_untrained(smoke_ws):
+    run = compress(smoke_ws, "first-n")
+    table = run.table()
+    depths = smoke_ws.scale.compression.student_depths
+    assert table.setting.iloc[1:].tolist() == [float(d) for d in depths]
+    assert (table.finetune_steps == 0).all() and (table.loss_before == table.loss_after).all()
+    teacher = MelHuBERT.from_pretrained(baseline.pretrain_baseline(smoke_ws).model_dir).eval()
+    x = torch.randn(1, 30, teacher.config.input_dim)
+    for level, depth in enumerate(depths, 1):
+        model = run.model(level).eval()
+        assert model.config.depth == depth
+        for a, b in zip(model(x).hidden_states, teacher(x, n_layers=depth).hidden_states, strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_the_cli_refuses_an_unknown_method_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compress", "heads-l2", "--scale", "smoke", "--work-dir", str(tmp_path / "work")])
+    assert exit_info.value.code == 1
+    assert "unknown compression method 'heads-l2': choose one of heads-l1" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()

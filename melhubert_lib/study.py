@@ -254,3 +254,82 @@ def smallest_within(levels: pd.DataFrame, limit: float, size: str = "nonzero_par
     """Per run, the smallest level (by `size`) whose `loss` is at most `limit`; runs with none are left out."""
     ok = levels[levels[loss] <= limit]
     return ok.loc[ok.groupby("run")[size].idxmin()].sort_values(size)
+
+
+def trained_levels(levels: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a compression table whose SSL loss compares with the baseline's: level 0 and every level that
+    trained (first-N truncations are kept as made: their cluster head never learned to read their last layer)."""
+    return levels[(levels.level == 0) | (levels.finetune_steps > 0)]
+
+
+def resolved_extreme(kept: pd.DataFrame, first: bool) -> str | None:
+    """For one source's shares of the gain kept (`retained_intervals` rows indexed by task): the task whose 95 %
+    interval lies wholly below every other task's (`first`: erodes first) or wholly above (erodes last); None
+    when no task's interval is clear of the others'."""
+    for task in kept.index:
+        others = kept.drop(task)
+        if (first and kept.loc[task, "kept_hi"] < others.kept_lo.min()) or (
+                not first and kept.loc[task, "kept_lo"] > others.kept_hi.max()):
+            return task
+    return None
+
+
+def keeps_keywords_loses_speakers_and_phonemes(kept: pd.DataFrame) -> bool:
+    """The published pattern for a distilled model, resolved by intervals: the interval of the share of the gain kept
+    on KS lies above those on SID and PR (`kept`: one source's `retained_intervals` rows indexed by task)."""
+    return bool(kept.loc["KS", "kept_lo"] > max(kept.loc["SID", "kept_hi"], kept.loc["PR", "kept_hi"]))
+
+
+VERDICTS = ("wins", "loses", "ties")
+
+
+def head_score_verdicts(ws: Workspace, source_of: dict[tuple[str, int], str], targets: Sequence[str],
+                        budgets: Sequence[int], rivals: Sequence[str], tasks: Sequence[str]) -> pd.DataFrame:
+    """Q3: task-aware head scores against task-agnostic ones at equal head budgets. `source_of[(criterion, heads)]`
+    names each pruned model's downstream source; the criterion "<task> loss" scores heads by that task's probe.
+    One row per target task, budget, rival criterion and judged task: the rival's test error minus the task-aware
+    model's (`value`, `low`, `high`: > 0 means the task-aware score leaves less error; paired 95 % interval over test
+    utterances and probe seeds) and the verdict "wins", "loses" or "ties" (the interval contains zero)."""
+    table = utterance_table(ws)
+    rows = []
+    for target in targets:
+        for heads in budgets:
+            for rival in rivals:
+                for task in tasks:
+                    gain = error_difference(ws, source_of[rival, heads], source_of[f"{target} loss", heads], task,
+                                            table=table)
+                    rows.append({"target": target, "heads": heads, "rival": rival, "task": task,
+                                 "value": gain.value, "low": gain.low, "high": gain.high,
+                                 "verdict": VERDICTS[0] if gain.sign > 0 else VERDICTS[1] if gain.sign < 0
+                                 else VERDICTS[2]})
+    return pd.DataFrame(rows)
+
+
+def head_score_answer(verdicts: pd.DataFrame) -> str:
+    """Q3's answer sentence from `head_score_verdicts`: how often, on its own task, the task-aware score wins, loses
+    and ties against a task-agnostic score at the same budget."""
+    own = verdicts[verdicts.task == verdicts.target].verdict
+    counts = {v: int((own == v).sum()) for v in VERDICTS}
+    return (f"on its own task, task-aware pruning wins {counts['wins']}, loses {counts['loses']} and ties "
+            f"{counts['ties']} of {len(own)} comparisons with a task-agnostic score at the same budget (95 % "
+            "intervals over test utterances and probe seeds; ties: the interval spans zero)")
+
+
+def surviving_heads(ws: Workspace, run: str) -> dict[int, set[tuple[int, int]]]:
+    """For every level of head-pruning run `run` (from the compression table): the number of heads it keeps -> the
+    (layer, original head index) of each head it keeps, read from the level's checkpoint."""
+    levels = read_results(ws, RESULTS_FILE)
+    levels = levels[levels.run == run].sort_values("level")
+    if levels.empty:
+        raise ValueError(f"no levels of run {run!r} in {ws.results / RESULTS_FILE}: run its compression notebook "
+                         "(02_head_pruning) first at this scale, or name a head-pruning run that exists")
+    survivors = {}
+    for model_dir in levels.model_dir:
+        ids = MelHuBERT.from_pretrained(ws.root / model_dir).config.original_heads()
+        survivors[sum(len(layer) for layer in ids)] = {(i, h) for i, layer in enumerate(ids) for h in layer}
+    return survivors
+
+
+def survives_down_to(survivors: dict[int, set[tuple[int, int]]], heads: Sequence[tuple[int, int]]) -> list[int]:
+    """For each (layer, original head index): the fewest heads kept at a level that still keeps it."""
+    return [min(n for n, kept in survivors.items() if head in kept) for head in heads]

@@ -16,12 +16,18 @@ from melhubert_lib.study import (
     checkpoints_to_judge,
     finetune_band,
     front_steps_resolved,
+    head_score_answer,
+    head_score_verdicts,
+    keeps_keywords_loses_speakers_and_phonemes,
     pareto_front,
     rank_correlation,
+    resolved_extreme,
     retained_intervals,
     smallest_within,
     speed_verdict,
     spread_levels,
+    survives_down_to,
+    surviving_heads,
     tied_with,
     with_error,
 )
@@ -187,3 +193,59 @@ def test_budget_winners_name_the_cheapest_resolved_winner_and_the_runs_it_is_not
     # both are resolved from c; the whole budget buys the baseline, resolved from every other run
     assert won.run.tolist() == ["c", "a", "baseline"]
     assert won.tied_runs.tolist() == ["", "b", ""]
+
+
+def _kept(rows: dict[str, tuple[float, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, index=["kept", "kept_lo", "kept_hi"]).T
+
+
+def test_resolved_extremes_need_an_interval_clear_of_every_other_tasks():
+    clear = _kept({"PR": (0.9, 0.85, 0.95), "SID": (0.2, 0.1, 0.3), "KS": (0.6, 0.5, 0.7)})
+    assert (resolved_extreme(clear, first=True), resolved_extreme(clear, first=False)) == ("SID", "PR")
+    overlapping = _kept({"PR": (0.9, 0.6, 0.95), "SID": (0.2, 0.1, 0.65), "KS": (0.6, 0.5, 0.7)})
+    assert resolved_extreme(overlapping, first=True) is None and resolved_extreme(overlapping, first=False) is None
+
+
+def test_the_published_distillation_pattern_holds_only_when_ks_is_resolved_above_sid_and_pr():
+    assert keeps_keywords_loses_speakers_and_phonemes(
+        _kept({"PR": (0.3, 0.2, 0.4), "SID": (0.1, 0.0, 0.2), "KS": (0.8, 0.7, 0.9)}))
+    assert not keeps_keywords_loses_speakers_and_phonemes(  # KS higher, but its interval reaches PR's
+        _kept({"PR": (0.3, 0.2, 0.75), "SID": (0.1, 0.0, 0.2), "KS": (0.8, 0.7, 0.9)}))
+
+
+def test_head_score_verdicts_win_lose_or_tie_from_the_paired_intervals(tmp_path):
+    units = np.full(60, 20)
+    swings = np.where(np.arange(60) % 2 == 0, 1.0, -1.0)
+    errors = {"aware-4": np.full(60, 4.0), "l1-4": np.full(60, 6.0), "aware-2": np.full(60, 8.0),
+              "l1-2": np.full(60, 8.0) + swings * 1.5, "ssl-4": np.full(60, 3.0), "ssl-2": np.full(60, 8.0)}
+    ws = _utterance_results(tmp_path, errors, units)
+    source_of = {("PR loss", 4): "aware-4", ("PR loss", 2): "aware-2", ("L1", 4): "l1-4", ("L1", 2): "l1-2",
+                 ("SSL", 4): "ssl-4", ("SSL", 2): "ssl-2"}
+    verdicts = head_score_verdicts(ws, source_of, ["PR"], [4, 2], ["L1", "SSL"], ["PR"]).set_index(["heads", "rival"])
+    assert verdicts.verdict.to_dict() == {(4, "L1"): "wins", (4, "SSL"): "loses", (2, "L1"): "ties",
+                                          (2, "SSL"): "ties"}
+    assert verdicts.loc[(4, "L1"), "value"] == pytest.approx(0.1)  # 6 - 4 errors of 20 units
+    assert head_score_answer(verdicts.reset_index()).startswith(
+        "on its own task, task-aware pruning wins 1, loses 1 and ties 2 of 4 comparisons")
+
+
+def test_surviving_heads_follow_each_levels_checkpoint(tmp_path):
+    import copy
+
+    from melhubert_lib.model import MelHuBERT, preset
+
+    full = MelHuBERT(preset("smoke"))  # 2 layers x 2 heads
+    models = [full, copy.deepcopy(full).prune_heads({0: [1]})]
+    models.append(copy.deepcopy(models[1]).prune_heads({1: [0]}))
+    rows = []
+    for level, model in enumerate(models):
+        model.save_pretrained(tmp_path / "runs" / "h" / f"level-{level:02d}" / "model")
+        rows.append({"run": "h", "level": level, "model_dir": f"runs/h/level-{level:02d}/model"})
+    (tmp_path / "results").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "results" / RESULTS_FILE, index=False)
+    ws = SimpleNamespace(results=tmp_path / "results", root=tmp_path)
+    survivors = surviving_heads(ws, "h")
+    assert survivors == {4: {(0, 0), (0, 1), (1, 0), (1, 1)}, 3: {(0, 0), (1, 0), (1, 1)}, 2: {(0, 0), (1, 1)}}
+    assert survives_down_to(survivors, [(0, 0), (0, 1), (1, 0), (1, 1)]) == [2, 4, 3, 2]
+    with pytest.raises(ValueError, match="no levels of run 'heads-l1'"):
+        surviving_heads(ws, "heads-l1")

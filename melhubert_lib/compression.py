@@ -35,6 +35,14 @@ RESULTS_FILE = "compression.csv"
 Step = Callable[[MelHuBERT, float], MelHuBERT]
 
 
+@dataclass(frozen=True)
+class LevelPlan:
+    """A run's levels: the setting of each (in order) and the step that compresses a model to a setting."""
+
+    settings: list[float]
+    step: Step
+
+
 @dataclass
 class LevelRecord:
     """One compression level: its setting, checkpoint, SSL metrics before/after fine-tuning, and cost."""

@@ -10,14 +10,14 @@ levels of a distillation run, each labelled by its share of the teacher's layer 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .batching import Batch
+from .compression import LevelPlan
 from .low_rank import shrink_ffn
 from .model import MelHuBERT, MelHuBERTOutput
 from .pretrain import Objective
@@ -169,16 +169,8 @@ def _layer_params(model: MelHuBERT) -> int:
     return sum(p.numel() for p in model.layers.parameters())
 
 
-@dataclass(frozen=True)
-class DistillationLadder:
-    """Students as compression levels: `settings[i]` is student i's share of the teacher's layer parameters."""
-
-    settings: list[float]
-    step: Callable[[MelHuBERT, float], MelHuBERT]  # (ignored model, setting) -> untrained student
-
-
 def distillation_ladder(teacher: MelHuBERT, students: Sequence[StudentShape],
-                        init: str = "teacher") -> DistillationLadder:
+                        init: str = "teacher") -> LevelPlan:
     """The levels of a distillation run: each student's setting is its share of the teacher's layer parameters."""
     shapes = {}
     for shape in students:
@@ -187,5 +179,6 @@ def distillation_ladder(teacher: MelHuBERT, students: Sequence[StudentShape],
         if share in shapes:
             raise ValueError(f"students {shapes[share]} and {shape} have the same size; give each a different one")
         shapes[share] = shape
-    return DistillationLadder(list(shapes), lambda _model, share: student_from_teacher(
+    # the step ignores the model it is given: each student is made from the teacher
+    return LevelPlan(list(shapes), lambda _model, share: student_from_teacher(
         teacher, shapes[share].depth, init, ffn_dim=shapes[share].ffn_dim))

@@ -35,7 +35,13 @@ class FrameStore:
         return self.data[self.offsets[i] : self.offsets[i + 1]]
 
     def content_hash(self) -> str:
-        """A short hash of the frames, their utterance boundaries and ids (what a cached result was computed from)."""
+        """A short hash of the frames, their utterance boundaries and ids (what a cached result was computed from);
+        computed once per store (stores are not changed after they are made)."""
+        if "_content_hash" not in self.__dict__:
+            self.__dict__["_content_hash"] = self._hash()
+        return self.__dict__["_content_hash"]
+
+    def _hash(self) -> str:
         digest = hashlib.sha256(str((self.data.dtype.str, self.data.shape)).encode())
         for part in (np.ascontiguousarray(self.data), np.asarray(self.offsets, dtype=np.int64)):
             digest.update(memoryview(part).cast("B"))

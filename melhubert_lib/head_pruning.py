@@ -15,24 +15,18 @@ import torch
 from torch import nn
 
 from .batching import collate, epoch_batches
-from .model import MelHuBERT, SelfAttention, compute_span_mask
+from .model import MelHuBERT, SelfAttention, compute_span_mask, require_full_rank
 from .pretrain import SSLData
-
-
-def _full_rank(layer: nn.Module, name: str) -> nn.Linear:
-    if not isinstance(layer, nn.Linear):
-        raise ValueError(f"{name} is factorised; prune heads before a low-rank factorisation, not after")
-    return layer
 
 
 def head_l1_scores(model: MelHuBERT) -> list[torch.Tensor]:
     """Per layer, the L1 norm of each head's q/k/v weight rows and bias entries: a (heads,) tensor each."""
     scores = []
-    for i, layer in enumerate(model.layers):
+    for layer in model.layers:
         att = layer.attention
+        require_full_rank(att.q_proj, att.k_proj, att.v_proj)
         total = torch.zeros(att.n_heads)
-        for proj in ("q_proj", "k_proj", "v_proj"):
-            lin = _full_rank(getattr(att, proj), f"layers.{i}.attention.{proj}")
+        for lin in (att.q_proj, att.k_proj, att.v_proj):
             rows = lin.weight.detach().abs().sum(1) + lin.bias.detach().abs()
             total += rows.view(att.n_heads, att.head_dim).sum(1)
         scores.append(total)

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from .model import LowRankLinear, MelHuBERT
+from .model import LowRankLinear, MelHuBERT, require_full_rank
 
 
 def factorisable(model: MelHuBERT) -> dict[str, nn.Linear]:
@@ -91,10 +91,9 @@ def factorise(model: MelHuBERT, ranks: dict[str, int]) -> MelHuBERT:
 def ffn_unit_scores(model: MelHuBERT) -> list[torch.Tensor]:
     """Per layer, each FFN unit's L1 of its fc1 row, fc1 bias and fc2 column (the authors' score)."""
     scores = []
-    for i, layer in enumerate(model.layers):
+    for layer in model.layers:
         fc1, fc2 = layer.ffn.fc1, layer.ffn.fc2
-        if not isinstance(fc1, nn.Linear) or not isinstance(fc2, nn.Linear):
-            raise ValueError(f"layers.{i}.ffn is factorised; shrink the FFN before an SVD factorisation")
+        require_full_rank(fc1, fc2)
         scores.append((fc1.weight.abs().sum(1) + fc1.bias.abs() + fc2.weight.abs().sum(0)).detach())
     return scores
 

@@ -3,7 +3,7 @@
 A method's recipe says how its levels are made (the settings, and the step that compresses a model to a setting),
 whether each level starts from the previous one (a pruning schedule) or from the teacher (one-shot), the hook that
 keeps pruned weights at zero during fine-tuning, the schedule and objective that train each level, and the
-plateau gate. `compress(ws, name)` runs a method on the workspace's baseline, for the notebooks and for
+plateau gate. `get_method(name).run(ws)` runs a method on the workspace's baseline, for the notebooks and for
 `melhubert compress <name>` alike. Adding a method is one `Method` and one `register(...)` line here.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import baseline, head_pruning, low_rank, weight_pruning
-from .compression import CompressionRun, Step, compress_levels
+from .compression import CompressionRun, LevelPlan, compress_levels
 from .distillation import distillation_ladder, make_objective, truncation_step
 from .model import MelHuBERT
 from .pretrain import Objective, Plateau, SSLData
@@ -31,14 +31,6 @@ class MethodInputs:
     teacher_dir: Path
     data: dict[str, SSLData]
     scale: CompressionScale
-
-
-@dataclass(frozen=True)
-class LevelPlan:
-    """A run's levels: the setting of each (in order) and the step that compresses a model to a setting."""
-
-    settings: list[float]
-    step: Step
 
 
 @dataclass(frozen=True)
@@ -58,11 +50,12 @@ class Method:
     objective_label: str = "masked-prediction loss (nats)"  # the training loss, as an axis label
     linestyle: str = "-"  # runs of one family differ in line style
 
-    def run(self, ws: Workspace, threads: int = 1) -> CompressionRun:
-        """Compress the workspace's baseline with this recipe (stored levels are reused; a run resumes)."""
+    def run(self, ws: Workspace, threads: int = 1, base: baseline.BaselineResult | None = None) -> CompressionRun:
+        """Compress the workspace's baseline (`base`, else loaded or resumed) with this recipe (stored levels are
+        reused; a run resumes)."""
         if ws.scale.compression is None:
             raise ValueError(f"scale {ws.scale.name!r} has no compression settings: choose a scale that has")
-        base = baseline.pretrain_baseline(ws)  # finished in 01_baseline: loads, or resumes
+        base = base or baseline.pretrain_baseline(ws)  # finished in 01_baseline: loads, or resumes
         data = baseline.ssl_data(ws, base.targets[-1])
         inputs = MethodInputs(MelHuBERT.from_pretrained(base.model_dir), base.model_dir, data, ws.scale.compression)
         plan = self.plan(inputs)
@@ -91,13 +84,8 @@ def get_method(name: str) -> Method:
         raise ValueError(f"unknown compression method {name!r}: choose one of {', '.join(METHODS)}") from None
 
 
-def compress(ws: Workspace, name: str, threads: int = 1) -> CompressionRun:
-    """Run (or resume) the registered method `name` on the workspace's baseline; levels go to runs/<name>/."""
-    return get_method(name).run(ws, threads)
-
-
 def linestyle(run: str) -> str:
-    """The line style of a run in figures (solid for runs that are no registered method, e.g. first-N layers)."""
+    """The line style of a run in figures (solid for a run that is no registered method)."""
     return METHODS[run].linestyle if run in METHODS else "-"
 
 
@@ -124,8 +112,7 @@ def _gated(scale: CompressionScale) -> PretrainScale:
 
 def _distillation_method(loss: str, init: str) -> Method:
     def plan(inputs: MethodInputs) -> LevelPlan:
-        ladder = distillation_ladder(inputs.teacher, inputs.scale.students, init)
-        return LevelPlan(ladder.settings, ladder.step)
+        return distillation_ladder(inputs.teacher, inputs.scale.students, init)
 
     def objective(inputs: MethodInputs) -> Objective:
         return make_objective(loss, MelHuBERT.from_pretrained(inputs.teacher_dir))  # a frozen copy of the teacher

@@ -149,17 +149,17 @@ def make_linear(name: str, in_features: int, out_features: int, ranks: dict[str,
     return nn.Linear(in_features, out_features)
 
 
-def _require_full_rank(*linears: nn.Module) -> None:
-    """Refuse surgery on factorised (or otherwise replaced) linear maps, before anything is cut."""
+def require_full_rank(*linears: nn.Module) -> None:
+    """Refuse structured surgery or scoring on factorised (or otherwise replaced) linear maps, before any work."""
     for linear in linears:
         if not isinstance(linear, nn.Linear):
-            raise ValueError(f"cannot slice a {type(linear).__name__}: only full-rank linear maps can be sliced; "
-                             "prune heads or FFN units before a low-rank factorisation, not after")
+            raise ValueError(f"a {type(linear).__name__} is not a full-rank linear map: prune heads, FFN units or "
+                             "weights before a low-rank factorisation, not after")
 
 
 def slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
     """A new nn.Linear with only the outputs (`dim` 0: weight rows and bias) or inputs (`dim` 1) at `index`."""
-    _require_full_rank(linear)
+    require_full_rank(linear)
     if dim not in (0, 1):
         raise ValueError(f"dim={dim}: 0 slices outputs, 1 slices inputs")
     index = torch.as_tensor(index, dtype=torch.long)
@@ -403,8 +403,8 @@ class MelHuBERT(nn.Module):
             if len(set(hs)) >= cfg.heads[i]:
                 raise ValueError(f"layer {i} has {cfg.heads[i]} heads: cannot remove {hs} (at least one must stay)")
             att = self.layers[i].attention
-            _require_full_rank(att.q_proj, att.k_proj, att.v_proj, att.out_proj)
-        ids = cfg.original_heads()
+            require_full_rank(att.q_proj, att.k_proj, att.v_proj, att.out_proj)
+        ids = [list(layer) for layer in cfg.original_heads()]  # a copy: the old config stays as it was
         for i, hs in remove.items():
             kept = [h for h in range(cfg.heads[i]) if h not in set(hs)]
             self.layers[i].attention.keep_heads(kept)
@@ -420,7 +420,7 @@ class MelHuBERT(nn.Module):
             width = self.config.ffn_dims[i]
             if len(keep) == 0 or int(keep.min()) < 0 or int(keep.max()) >= width:
                 raise ValueError(f"FFN units of layer {i} must be 1 or more indices in 0..{width - 1}")
-            _require_full_rank(layer.ffn.fc1, layer.ffn.fc2)
+            require_full_rank(layer.ffn.fc1, layer.ffn.fc2)
         for layer, keep in zip(self.layers, units, strict=True):
             layer.ffn.keep_units(keep)
         self.config = replace(self.config, ffn_dims=[len(k) for k in units])

@@ -280,7 +280,7 @@ def keeps_keywords_loses_speakers_and_phonemes(kept: pd.DataFrame) -> bool:
     return bool(kept.loc["KS", "kept_lo"] > max(kept.loc["SID", "kept_hi"], kept.loc["PR", "kept_hi"]))
 
 
-VERDICTS = ("wins", "loses", "ties")
+VERDICTS = {1: "wins", -1: "loses", 0: "ties"}  # by the sign of the interval of a difference (Interval.sign)
 
 
 def head_score_verdicts(ws: Workspace, source_of: dict[tuple[str, int], str], targets: Sequence[str],
@@ -300,8 +300,7 @@ def head_score_verdicts(ws: Workspace, source_of: dict[tuple[str, int], str], ta
                                             table=table)
                     rows.append({"target": target, "heads": heads, "rival": rival, "task": task,
                                  "value": gain.value, "low": gain.low, "high": gain.high,
-                                 "verdict": VERDICTS[0] if gain.sign > 0 else VERDICTS[1] if gain.sign < 0
-                                 else VERDICTS[2]})
+                                 "verdict": VERDICTS[gain.sign]})
     return pd.DataFrame(rows)
 
 
@@ -309,7 +308,7 @@ def head_score_answer(verdicts: pd.DataFrame) -> str:
     """Q3's answer sentence from `head_score_verdicts`: how often, on its own task, the task-aware score wins, loses
     and ties against a task-agnostic score at the same budget."""
     own = verdicts[verdicts.task == verdicts.target].verdict
-    counts = {v: int((own == v).sum()) for v in VERDICTS}
+    counts = {v: int((own == v).sum()) for v in VERDICTS.values()}
     return (f"on its own task, task-aware pruning wins {counts['wins']}, loses {counts['loses']} and ties "
             f"{counts['ties']} of {len(own)} comparisons with a task-agnostic score at the same budget (95 % "
             "intervals over test utterances and probe seeds; ties: the interval spans zero)")

@@ -15,17 +15,14 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .model import MelHuBERT
+from .model import MelHuBERT, require_full_rank
 
 
 def prunable(model: MelHuBERT) -> list[tuple[nn.Module, str]]:
     """(module, 'weight' | 'bias') pairs that global pruning ranks together."""
-    pairs = []
-    for lin in model.linear_maps().values():
-        if not isinstance(lin, nn.Linear):
-            raise ValueError("weight pruning needs full-rank linear layers; prune before factorising")
-        pairs += [(lin, "weight"), (lin, "bias")]
-    return pairs
+    maps = list(model.linear_maps().values())
+    require_full_rank(*maps)
+    return [(lin, name) for lin in maps for name in ("weight", "bias")]
 
 
 def prune_to_sparsity(model: MelHuBERT, sparsity: float) -> MelHuBERT:

@@ -35,6 +35,9 @@ def test_removed_heads_equal_the_original_with_their_contributions_zeroed():
     assert pruned.config.heads == [2, 2]
     assert pruned.config.original_heads() == [[0, 2], [1, 2]]
     assert copy.deepcopy(pruned).prune_heads({0: [0]}).config.original_heads() == [[2], [1, 2]]  # ids survive
+    before = pruned.config
+    pruned.prune_heads({0: [0]})
+    assert before.original_heads() == [[0, 2], [1, 2]]  # in-place pruning leaves the old config as it was
     assert pruned.num_parameters() < model.num_parameters()
     assert count_macs(pruned).total < count_macs(model).total
 

@@ -31,3 +31,18 @@ def test_fingerprints_and_differing_parts_see_nested_recipe_changes():
     stored = plain({"finetune": sched, "setting": 0.3, "start": "a"})
     assert differing_parts(stored, {"finetune": other, "setting": 0.3, "start": "a"}) == ["finetune"]
     assert differing_parts(stored, {"finetune": sched, "setting": 0.3}) == ["start"]
+
+
+def test_a_frame_stores_hash_follows_its_frames_boundaries_and_ids():
+    import numpy as np
+
+    from melhubert_lib.frames import FrameStore
+
+    def store(data, ids=("a", "b")):
+        return FrameStore.from_arrays([np.asarray(d, np.float32) for d in data], list(ids))
+
+    base = store([[[1.0], [2.0]], [[3.0]]])
+    assert base.content_hash() == store([[[1.0], [2.0]], [[3.0]]]).content_hash()
+    others = [store([[[1.0], [2.0]], [[4.0]]]), store([[[1.0]], [[2.0], [3.0]]]), store([[[1.0], [2.0]], [[3.0]]],
+                                                                                          ("a", "c"))]
+    assert len({base.content_hash(), *(o.content_hash() for o in others)}) == 4

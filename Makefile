@@ -8,7 +8,16 @@ KERNEL := melhubert
 SCALE ?= default
 WORK ?= work
 FIGURES ?= figures
-STAMP := $(WORK)/$(SCALE)/stamps
+# real corpora instead of the synthetic one (make figures LIBRISPEECH=/data/LibriSpeech VOXCELEB1=... SPEECH_COMMANDS=...)
+LIBRISPEECH ?=
+VOXCELEB1 ?=
+SPEECH_COMMANDS ?=
+# a folder for the executed notebooks (default: the notebooks are replaced by their executed copies)
+NOTEBOOK_OUT ?=
+CORPUS_FLAGS := $(if $(LIBRISPEECH),--librispeech $(LIBRISPEECH)) $(if $(VOXCELEB1),--voxceleb1 $(VOXCELEB1)) \
+	$(if $(SPEECH_COMMANDS),--speech-commands $(SPEECH_COMMANDS))
+# runs on other corpora keep their own stamps
+STAMP := $(WORK)/$(SCALE)/stamps$(if $(strip $(CORPUS_FLAGS)),-$(shell echo '$(CORPUS_FLAGS)' | sha1sum | cut -c1-8))
 LIB := $(shell find melhubert_lib -name '*.py' 2>/dev/null)
 
 # The notebooks of the pipeline, in dependency order.
@@ -39,7 +48,7 @@ lock: $(VENV)/.installed
 $(STAMP)/%.done: notebooks/%.ipynb $(LIB) $(VENV)/.installed
 	@mkdir -p $(STAMP)
 	$(PY) -m melhubert_lib run-notebook notebooks/$*.ipynb --scale $(SCALE) --work-dir $(WORK) \
-		--figures-dir $(FIGURES) --kernel $(KERNEL)
+		--figures-dir $(FIGURES) --kernel $(KERNEL) $(CORPUS_FLAGS) $(if $(NOTEBOOK_OUT),--output $(NOTEBOOK_OUT)/$*.ipynb)
 	touch $@
 
 $(STAMP)/01_baseline.done: $(STAMP)/00_data.done

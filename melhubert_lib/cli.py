@@ -65,9 +65,14 @@ def _compress(args: argparse.Namespace) -> None:
 
 
 def _run_notebook(args: argparse.Namespace) -> None:
+    import yaml
+
     from .notebooks import run_notebook
 
-    run_notebook(args.notebook, args.scale, args.work_dir, args.figures_dir, args.kernel)
+    corpora = {"librispeech": args.librispeech, "voxceleb1": args.voxceleb1, "speech_commands": args.speech_commands}
+    parameters = {name: yaml.safe_load(value) for name, value in args.parameter}  # papermill's reading of -p
+    run_notebook(args.notebook, args.scale, args.work_dir, args.figures_dir, args.kernel, output=args.output,
+                 corpora=corpora, parameters=parameters)
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -99,6 +104,13 @@ def _downstream(args: argparse.Namespace) -> None:
     print(test[["source", "task", "seed", "metric", "value"]].to_json(orient="records", indent=2))
 
 
+def _import_checkpoint(args: argparse.Namespace) -> None:
+    from .authors_checkpoint import import_checkpoint
+
+    out = import_checkpoint(args.ckpt, args.folder, args.feature_stats)
+    print(json.dumps({"checkpoint": str(out)}))
+
+
 def _s3prl_downstream(args: argparse.Namespace) -> None:
     from .s3prl_upstream import run_downstream
 
@@ -126,12 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
                                   "distill-teacher (an unknown name gets the full list)")
     p.add_argument("--threads", type=_at_least_one, default=1, help="torch threads for the speed measurement")
     p.set_defaults(func=_compress)
-    p = sub.add_parser("run-notebook", help="execute a notebook with papermill (replaced only on success)")
+    p = sub.add_parser("run-notebook", help="execute a notebook with papermill (replaced, or written to --output, only "
+                                            "on success)")
     p.add_argument("notebook")
     p.add_argument("--scale", default="default")
     p.add_argument("--work-dir", default="work")
     p.add_argument("--figures-dir", default="figures")
     p.add_argument("--kernel", default="melhubert")
+    p.add_argument("--output", default=None, help="write the executed notebook here (default: replace the notebook)")
+    p.add_argument("--librispeech", default=None, help="real LibriSpeech root (the folder of split folders)")
+    p.add_argument("--voxceleb1", default=None, help="real VoxCeleb1 folder (notebooks that judge speaker ID)")
+    p.add_argument("--speech-commands", default=None, help="real Speech Commands v0.02 folder (keyword spotting)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="set a notebook parameter (the value is read as YAML: 3, 0.5, [0, 1, 2], null); repeatable")
     p.set_defaults(func=_run_notebook)
     p = sub.add_parser("efficiency", help="params, MACs per second of audio, CPU real-time factor and memory as JSON")
     p.add_argument("checkpoint", help="checkpoint directory (config.json + model.safetensors)")
@@ -146,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voxceleb1", default=None, help="real VoxCeleb1 folder (with --librispeech)")
     p.add_argument("--speech-commands", default=None, help="real Speech Commands v0.02 folder (with --librispeech)")
     p.set_defaults(func=_downstream)
+    p = sub.add_parser("import-checkpoint", help="convert one of the MelHuBERT authors' released .ckpt files into a "
+                                                 "suite checkpoint folder")
+    p.add_argument("ckpt", help="the authors' .ckpt file (read with weights_only=True)")
+    p.add_argument("folder", help="the suite checkpoint folder to write (config.json, model.safetensors, stats)")
+    p.add_argument("--feature-stats", required=True,
+                   help="the (2, 40) log-Mel mean/std .npy the checkpoint was trained with, e.g. the authors' "
+                        "libri-960-mean-std.npy for their 960 h models")
+    p.set_defaults(func=_import_checkpoint)
     p = sub.add_parser("s3prl-downstream", help="s3prl's run_downstream.py with -u melhubert_suite available",
                        description="Arguments after the command go to s3prl's run_downstream.py unchanged, e.g. "
                                    "-m train -u melhubert_suite -k <checkpoint dir> -d asr -n <experiment>")

@@ -7,6 +7,7 @@ no dither), one global mean/std from the pretraining set, then frame pairs stack
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,11 @@ class FeatureStats:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, np.stack([self.mean, self.std]).astype(np.float32))
+
+    def digest(self) -> str:
+        """A short hash of the statistics (part of the cache key of features computed with them)."""
+        data = np.stack([self.mean, self.std]).astype(np.float32)
+        return hashlib.sha1(data.tobytes()).hexdigest()[:12]
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FeatureStats:

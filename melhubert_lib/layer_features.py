@@ -18,6 +18,7 @@ import numpy as np
 from . import model as model_module
 from . import phone_probe, representations
 from .corpus import LABELED_SPLITS
+from .features import FeatureStats
 from .frames import FrameStore, cached
 from .model import MelHuBERT
 from .phone_probe import stack_context
@@ -36,6 +37,16 @@ class FeatureSource:
     model: MelHuBERT | None = None
     context: int = 0  # log-Mel sources only
 
+    @property
+    def input_stats(self) -> FeatureStats | None:
+        """The input normalisation the model was trained with (None: the workspace's)."""
+        return self.model.feature_stats if self.model is not None else None
+
+    @property
+    def frame_ms(self) -> int | None:
+        """The model's frame rate (None: the scale's)."""
+        return self.model.config.frame_ms if self.model is not None else None
+
     def layers(self, inputs: FrameStore) -> FrameStore:
         """Per-utterance (T, n_layers, D) float16 features of model inputs."""
         if self.model is None:
@@ -51,8 +62,11 @@ def logmel_source(context: int = 0) -> FeatureSource:
 
 
 def model_source(model: MelHuBERT, name: str) -> FeatureSource:
-    """A model as a feature source; its cache key is a hash of its configuration and weights."""
-    return FeatureSource(name, f"model-{model.content_hash()}", model=model.eval())
+    """A model as a feature source; its cache key is a hash of its configuration, weights and input statistics."""
+    key = f"model-{model.content_hash()}"
+    if model.feature_stats is not None:
+        key += f"-stats-{model.feature_stats.digest()}"
+    return FeatureSource(name, key, model=model.eval())
 
 
 def task_features(ws: Workspace, source: FeatureSource, task: TaskData, split: str) -> FrameStore:
@@ -62,7 +76,7 @@ def task_features(ws: Workspace, source: FeatureSource, task: TaskData, split: s
     path = layers_dir(ws, source) / f"{name}-{'pooled' if pooled else 'frames'}.npz"
 
     def build() -> FrameStore:
-        feats = source.layers(split_inputs(ws, task, split))
+        feats = source.layers(split_inputs(ws, task, split, source.input_stats, source.frame_ms))
         return mean_pool(feats) if pooled else feats
 
     return cached(Path(path), build)
@@ -74,12 +88,16 @@ def layers_dir(ws: Workspace, source: FeatureSource) -> Path:
     return ws.cache / "layers" / f"{source.key}-{fingerprint(frames_version(ws), code)}"
 
 
-def split_inputs(ws: Workspace, task: TaskData, split: str) -> FrameStore:
-    """Model inputs (normalised, stacked log-Mel) of one split of a task, in the order of its labels."""
+def split_inputs(ws: Workspace, task: TaskData, split: str, stats: FeatureStats | None = None,
+                 frame_ms: int | None = None) -> FrameStore:
+    """Model inputs (normalised, stacked log-Mel) of one split of a task, in the order of its labels.
+
+    `stats` and `frame_ms`: a model's own input normalisation and frame rate (None: the workspace's).
+    """
     if task.spec.source == "librispeech":
-        return model_inputs(ws, LABELED_SPLITS[split])
+        return model_inputs(ws, LABELED_SPLITS[split], stats, frame_ms)
     items = task.splits[split]
-    return clip_inputs(ws, task.cache_name(split), items.paths, items.ids)
+    return clip_inputs(ws, task.cache_name(split), items.paths, items.ids, stats, frame_ms)
 
 
 def mean_pool(store: FrameStore) -> FrameStore:

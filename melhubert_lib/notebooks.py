@@ -30,20 +30,41 @@ def notebook_parameters(scale: str, work_dir: str | os.PathLike, figures_dir: st
     return {"scale": scale, "work_dir": place(work_dir), "figures_dir": place(figures_dir)}
 
 
+CORPUS_PARAMETERS = ("librispeech", "voxceleb1", "speech_commands")  # given to every notebook that declares them
+
+
 def run_notebook(path: str | os.PathLike, scale: str, work_dir: str | os.PathLike, figures_dir: str | os.PathLike,
-                 kernel: str = "melhubert") -> Path:
-    """Execute a notebook with papermill and replace it with the executed copy only if every cell succeeded."""
+                 kernel: str = "melhubert", output: str | os.PathLike | None = None,
+                 corpora: dict[str, str | os.PathLike | None] | None = None, parameters: dict | None = None) -> Path:
+    """Execute a notebook with papermill; write it to `output`, or replace it, only if every cell succeeded.
+
+    `corpora` (librispeech, voxceleb1, speech_commands: real corpus folders) go to the notebooks that declare
+    them; `parameters` set further notebook parameters, each of which the notebook must declare.
+    """
     path = Path(path)
+    declared = papermill.inspect_notebook(str(path))
+    unknown = sorted(set(parameters or {}) - declared.keys())
+    if unknown:
+        raise ValueError(f"{path}: no parameter {', '.join(map(repr, unknown))}; it declares "
+                         f"{', '.join(sorted(declared))}")
+    bad_corpora = sorted(set(corpora or {}) - set(CORPUS_PARAMETERS))
+    if bad_corpora:
+        raise ValueError(f"corpora {bad_corpora}: choose among {', '.join(CORPUS_PARAMETERS)}")
     params = notebook_parameters(scale, work_dir, figures_dir, relative_to=path.parent)
+    params |= {name: str(Path(folder).resolve()) for name, folder in (corpora or {}).items()
+               if folder is not None and name in declared}
+    params |= parameters or {}
+    target = Path(output) if output is not None else path
+    target.parent.mkdir(parents=True, exist_ok=True)
     Path(figures_dir).mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.running.ipynb")
+    tmp = target.with_name(f".{target.stem}.running.ipynb")
     try:
         papermill.execute_notebook(str(path), str(tmp), parameters=params, kernel_name=kernel,
                                    cwd=str(path.parent), progress_bar=False, log_output=True)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+    return target
 
 
 def validate_notebooks(paths: list[str | os.PathLike], kernel: str = "melhubert", scale: str = "smoke") -> int:

@@ -32,7 +32,7 @@ def task_head_importance(ws: Workspace, model: MelHuBERT, task: TaskData, probe:
     if probe.mean.shape[0] != model.config.depth + 1:
         raise ValueError(f"the {task.spec.name} probe reads {probe.mean.shape[0]} hidden states, the model has "
                          f"{model.config.depth + 1}: train the probe on this model's features")
-    inputs = split_inputs(ws, task, "train")
+    inputs = split_inputs(ws, task, "train", model.feature_stats, model.config.frame_ms)
     labels = task.splits["train"].labels
     n = max(1, int(round(len(labels) * fraction)))
     probe = probe.eval()

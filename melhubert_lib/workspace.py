@@ -85,7 +85,7 @@ def open_workspace(
     root = Path(work_root) / scale.name
     if librispeech is not None:
         libri = Path(librispeech)
-        corpus.read_librispeech(libri, PRETRAIN_SPLIT)  # fails early with a clear error on a wrong path
+        corpus.librispeech_root(libri)  # a wrong folder fails here; each split is required where it is read
         return Workspace(scale, root, libri, None, seed, _optional_path(voxceleb1), _optional_path(speech_commands))
     corpus_root = root / "corpus"
     corpus.build_corpus(corpus_root, scale.corpus, seed=seed, workers=workers)
@@ -136,16 +136,23 @@ def feature_stats(ws: Workspace) -> FeatureStats:
     return stats
 
 
-def model_inputs(ws: Workspace, split: str) -> FrameStore:
-    """Normalised log-Mel frames of a split, stacked to the scale's model frame rate."""
-    return _normalised(ws, raw_frames(ws, split, "fbank"))
+def model_inputs(ws: Workspace, split: str, stats: FeatureStats | None = None,
+                 frame_ms: int | None = None) -> FrameStore:
+    """Normalised log-Mel frames of a split, stacked to a model frame rate.
+
+    `stats` and `frame_ms` are those a model was trained with (an imported checkpoint's own); by default the
+    workspace's statistics and the scale's frame rate.
+    """
+    return _normalised(ws, raw_frames(ws, split, "fbank"), stats, frame_ms)
 
 
-def clip_inputs(ws: Workspace, name: str, paths: list[Path], ids: list[str]) -> FrameStore:
-    """Model inputs of any list of audio files (a downstream task's split), cached under `name`."""
-    return _normalised(ws, _cached_frames(ws, f"fbank-{name}", paths, ids, "fbank"))
+def clip_inputs(ws: Workspace, name: str, paths: list[Path], ids: list[str], stats: FeatureStats | None = None,
+                frame_ms: int | None = None) -> FrameStore:
+    """Model inputs of any list of audio files (a downstream task's split), cached under `name` (as model_inputs)."""
+    return _normalised(ws, _cached_frames(ws, f"fbank-{name}", paths, ids, "fbank"), stats, frame_ms)
 
 
-def _normalised(ws: Workspace, frames: FrameStore) -> FrameStore:
-    stats = feature_stats(ws)
-    return frames.map(lambda f: model_input_from_fbank(torch.from_numpy(f), stats, ws.scale.frame_ms).numpy())
+def _normalised(ws: Workspace, frames: FrameStore, stats: FeatureStats | None, frame_ms: int | None) -> FrameStore:
+    stats = stats or feature_stats(ws)
+    frame_ms = frame_ms or ws.scale.frame_ms
+    return frames.map(lambda f: model_input_from_fbank(torch.from_numpy(f), stats, frame_ms).numpy())

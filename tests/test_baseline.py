@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -53,6 +54,16 @@ def test_two_target_iterations_recluster_a_hidden_layer(ws):
 def test_a_wrong_librispeech_path_is_a_clear_error(tmp_path):
     with pytest.raises(CorpusError, match="nowhere"):
         open_workspace("smoke", tmp_path, librispeech=tmp_path / "nowhere")
+
+
+def test_a_librispeech_root_without_the_pretraining_split_serves_the_splits_it_has(ws, tmp_path):
+    root = tmp_path / "LibriSpeech"
+    shutil.copytree(ws.librispeech / "dev-clean", root / "dev-clean")
+    real = open_workspace("smoke", tmp_path / "work", librispeech=root)
+    ids = [u.utt_id for u in split_utterances(real, "dev-clean")]
+    assert ids == [u.utt_id for u in split_utterances(ws, "dev-clean")]
+    with pytest.raises(CorpusError, match=r"split 'train-clean-360' not found; splits under .*: dev-clean"):
+        split_utterances(real, "pretrain-train")
 
 
 def test_targets_made_from_another_recipe_are_fitted_again(ws, tmp_path, capsys):

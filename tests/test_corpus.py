@@ -23,6 +23,7 @@ from melhubert_lib.corpus import (
     UNKNOWN_LABEL,
     CorpusError,
     build_corpus,
+    librispeech_root,
     phone_classes,
     read_librispeech,
     read_speech_commands,
@@ -213,6 +214,15 @@ def test_librispeech_reader_errors_name_the_path(corpus_root: Path, tmp_path: Pa
     shutil.copy(next((corpus_root / "LibriSpeech" / "dev-clean").rglob("*.flac")), flat)
     with pytest.raises(CorpusError, match=re.escape(str(flat))):
         read_librispeech(flat.parent, "dev-clean")
+
+
+def test_a_split_folder_passed_as_the_librispeech_root_is_named_with_its_parent(corpus_root: Path) -> None:
+    split = corpus_root / "LibriSpeech" / "dev-clean"
+    parent = re.escape(str(split.parent))
+    expected = f"{re.escape(str(split))}: this looks like one split folder.*pass its parent, {parent}"
+    with pytest.raises(CorpusError, match=expected):
+        read_librispeech(split, "dev-clean")
+    assert librispeech_root(split.parent) == split.parent
 
 
 def test_librispeech_reader_serves_real_layout_without_alignments(corpus_root: Path, tmp_path: Path) -> None:

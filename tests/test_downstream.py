@@ -101,6 +101,29 @@ def test_task_features_are_computed_once_and_reused(smoke_ws, monkeypatch):
     np.testing.assert_array_equal(again.data, first.data)
 
 
+def test_a_model_is_judged_on_inputs_normalised_and_stacked_as_it_was_trained(smoke_ws):
+    """An imported checkpoint's own statistics and frame rate (here 10 ms on a 20 ms scale) shape its inputs."""
+    from melhubert_lib.audio import load_audio
+
+    task = load_task(smoke_ws, "KS")
+    workspace_stats = baseline.feature_stats(smoke_ws)
+    own = FeatureStats(mean=workspace_stats.mean + 1.0, std=workspace_stats.std * 2.0)
+    torch.manual_seed(0)
+    model = MelHuBERT(preset("smoke", frame_ms=10), feature_stats=own).eval()
+    assert smoke_ws.scale.frame_ms == 20 and model.config.input_dim == 40
+    got = task_features(smoke_ws, model_source(model, "ten"), task, "dev")
+
+    def pooled(path, stats):
+        with torch.no_grad():
+            hidden = model(model_input(load_audio(path), stats, 10)[None]).hidden_states
+        return torch.stack(hidden, 2)[0].mean(0).numpy()  # (L, D): the mean over frames of every layer
+
+    for i, path in enumerate(task.splits["dev"].paths[:3]):
+        np.testing.assert_allclose(got[i][0].astype(np.float32), pooled(path, own), atol=2e-2, rtol=0)
+        assert not np.allclose(got[i][0].astype(np.float32), pooled(path, workspace_stats), atol=2e-2, rtol=0)
+    assert model_source(model, "ten").key != model_source(MelHuBERT(preset("smoke", frame_ms=10)), "x").key
+
+
 def test_greedy_ctc_collapses_repeats_and_drops_blanks():
     path = torch.tensor([[0, 2, 2, 0, 2, 3, 3, 0, 1]])
     logits = torch.nn.functional.one_hot(path, 4).float()

@@ -154,3 +154,37 @@ def test_a_figure_is_written_with_the_table_it_is_drawn_from(tmp_path):
     assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == ["data/demo.csv", "demo.pdf", "demo.png"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "data" / "demo.csv"), table)
     assert not list(tmp_path.rglob(".*partial*"))  # no temporary left behind
+
+
+def _parameterized_notebook(path: Path) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('scale = "smoke"\nwork_dir = "w"\nfigures_dir = "f"\nlibrispeech = None\nn = 1')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("print(repr(librispeech), n * 2)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_run_notebook_passes_corpora_and_parameters_and_writes_elsewhere(tmp_path):
+    notebook = _parameterized_notebook(tmp_path / "nb.ipynb")
+    original = notebook.read_bytes()
+    libri = tmp_path / "LibriSpeech"
+    main(["run-notebook", str(notebook), "--scale", "smoke", "--work-dir", str(tmp_path / "work"), "--figures-dir",
+          str(tmp_path / "fig"), "--kernel", "python3", "--librispeech", str(libri), "--voxceleb1", "/elsewhere",
+          "-p", "n", "21", "--output", str(tmp_path / "out" / "nb.ipynb")])
+    assert notebook.read_bytes() == original  # the notebook itself is untouched
+    executed = (tmp_path / "out" / "nb.ipynb").read_text()
+    assert f"{str(libri.resolve())!r} 42" in executed.replace("\\\\", "\\")
+    assert "voxceleb1" not in executed  # a corpus the notebook does not declare is not injected
+
+
+def test_run_notebook_refuses_a_parameter_the_notebook_does_not_declare(tmp_path, capsys):
+    notebook = _parameterized_notebook(tmp_path / "nb.ipynb")
+    with pytest.raises(SystemExit):
+        main(["run-notebook", str(notebook), "--scale", "smoke", "-p", "steps", "3", "--kernel", "python3"])
+    err = capsys.readouterr().err
+    assert "no parameter 'steps'" in err and "librispeech, n, scale" in err
+    assert not list(tmp_path.glob(".*running*"))

@@ -6,7 +6,7 @@ serve those folders and real downloads alike.
 
 from .build import MARKER_FILE, CorpusInfo, build_corpus
 from .errors import CorpusError
-from .librispeech import read_librispeech
+from .librispeech import librispeech_root, read_librispeech
 from .phones import PHONES, SILENCE, phone_classes, phone_index
 from .plan import KEYWORDS, LABELED_SPLITS, PRETRAIN_SPLIT, UNKNOWN_WORDS
 from .records import LabeledClip, PhoneSegment, Utterance
@@ -29,6 +29,7 @@ __all__ = [
     "PhoneSegment",
     "Utterance",
     "build_corpus",
+    "librispeech_root",
     "phone_classes",
     "phone_index",
     "read_librispeech",

@@ -57,9 +57,22 @@ class LibriSpeechIndexWriter:
         self._chapter, self._entries = None, []
 
 
+def librispeech_root(root: Path) -> Path:
+    """`root` as a Path once it looks like a LibriSpeech root (a folder of split folders), else a CorpusError.
+
+    A split folder passed by mistake (it holds <speaker>/<chapter>/ transcripts itself) is named with its parent.
+    Which splits must exist is left to the stages that read them.
+    """
+    root = require_root(root, "LibriSpeech", "the split folders", "LibriSpeech")
+    if next(root.glob("*/*/*.trans.txt"), None) is not None:
+        raise CorpusError(f"{root}: this looks like one split folder (it holds <speaker>/<chapter>/ transcripts), not "
+                          f"the LibriSpeech root; pass its parent, {root.parent}, which holds the split folders")
+    return root
+
+
 def read_librispeech(root: Path, split: str) -> list[Utterance]:
     """Read one split of a LibriSpeech-layout folder (`root` holds the split folders), sorted by id."""
-    root = require_root(root, "LibriSpeech", "the split folders", "LibriSpeech")
+    root = librispeech_root(root)
     split_dir = root / split
     if not split_dir.is_dir():
         available = sorted(p.name for p in root.iterdir() if p.is_dir())

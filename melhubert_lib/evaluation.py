@@ -168,7 +168,7 @@ def _stored(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
 def judging_key(ws: Workspace, source: FeatureSource) -> str:
     """What a source's stored scores were computed from: its content key and the cache of its layers (frames and the
     code that computes them), the probe settings (but the seeds: each row carries its own) and the probing code."""
-    code = code_version(__name__, downstream, stacked_probes, tasks_module)
+    code = code_version(__name__, downstream, stacked_probes, tasks_module, "melhubert_lib.corpus.lexicon")
     settings = dataclasses.replace(ws.scale.downstream, seeds=())
     return f"{source.key}-{fingerprint(layers_dir(ws, source).name, settings, code)}"
 

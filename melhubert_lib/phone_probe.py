@@ -17,6 +17,15 @@ from .bootstrap import Difference, Interval, paired_rate_difference, rate_interv
 from .corpus import PHONES, Utterance
 from .frames import FrameStore
 
+NO_ALIGNMENT = ("The corpus has no phone times (real LibriSpeech has transcripts only), so the frame-level phone "
+                "probe and the clusters' phone purity are skipped; PR, which needs phone sequences only, reads them "
+                "from the transcripts.")
+
+
+def has_alignments(utts: list[Utterance]) -> bool:
+    """Whether every utterance has phone times (the synthetic corpus does; real LibriSpeech does not)."""
+    return all(u.phones is not None for u in utts)
+
 
 def frame_phone_labels(utts: list[Utterance], lengths: np.ndarray, frame_ms: int) -> FrameStore:
     """Phone index at the centre of each model frame (10 ms Kaldi frames of 25 ms, stacked to `frame_ms`)."""
@@ -26,7 +35,7 @@ def frame_phone_labels(utts: list[Utterance], lengths: np.ndarray, frame_ms: int
     arrays = []
     for utt, n in zip(utts, lengths, strict=True):
         if utt.phones is None:
-            raise ValueError(f"{utt.path}: no phone alignment; the phone probe needs an aligned corpus")
+            raise ValueError(f"{utt.path}: no phone alignment. {NO_ALIGNMENT}")
         starts = np.array([s.start for s in utt.phones])
         labels = np.array([index[s.phone] for s in utt.phones])
         centres = np.arange(n) * frame_ms / 1000 + centre_offset

@@ -1,18 +1,27 @@
 """The downstream tasks of the SUPERB protocol: which corpus each reads, its labels and its metric.
 
 PR (phoneme recognition, CTC over the phone set, PER) and ASR (characters, CTC, WER) read the
-LibriSpeech-layout labeled splits; SID (speaker identification, accuracy) reads VoxCeleb1; KS
-(keyword spotting with unknown and silence classes, accuracy) reads Speech Commands.
+LibriSpeech-layout labeled splits (PR's phones come from the alignments of the synthetic corpus, or, on real
+LibriSpeech, which has none, from the transcripts read by eSpeak NG: `corpus/lexicon.py`); SID (speaker
+identification, accuracy) reads VoxCeleb1; KS (keyword spotting with unknown and silence classes, accuracy)
+reads Speech Commands.
 """
 
 from __future__ import annotations
 
+import json
 import string
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import corpus
+from .atomic import write_json_atomic
 from .corpus import LABELED_SPLITS, SILENCE, CorpusError
+from .corpus import espeak as espeak_module
+from .corpus import lexicon as lexicon_module
+from .corpus import phones as phones_module
+from .corpus.lexicon import Lexicon, read_words
+from .provenance import code_version, fingerprint
 from .workspace import Workspace, split_utterances
 
 SPLITS = ("train", "dev", "test")
@@ -114,19 +123,37 @@ def _librispeech_task(ws: Workspace, spec: TaskSpec) -> TaskData:
     else:
         vocabulary = ["<blank>", *ASR_CHARACTERS]
     index = {t: i for i, t in enumerate(vocabulary)}
+    utts = {s: split_utterances(ws, LABELED_SPLITS[s]) for s in SPLITS}
+    # PR: phones from the alignments where every utterance has one (the synthetic corpus), else from the transcripts
+    aligned = all(u.phones is not None for split in utts.values() for u in split)
+    lexicon = None if spec.name != "PR" or aligned else transcript_lexicon(ws, [u for s in SPLITS for u in utts[s]])
     splits = {}
     for s in SPLITS:
-        utts = split_utterances(ws, LABELED_SPLITS[s])
-        labels = [_phone_sequence(u, index) if spec.name == "PR" else _characters(u, index) for u in utts]
-        splits[s] = TaskSplit([u.utt_id for u in utts], [u.path for u in utts], labels)
+        if spec.name != "PR":
+            labels = [_characters(u, index) for u in utts[s]]
+        elif lexicon is None:
+            labels = [[index[seg.phone] for seg in u.phones if seg.phone != SILENCE] for u in utts[s]]
+        else:
+            labels = [[index[p] for p in lexicon.sequence(u.transcript)] for u in utts[s]]
+        splits[s] = TaskSplit([u.utt_id for u in utts[s]], [u.path for u in utts[s]], labels)
     return TaskData(spec, vocabulary, splits)
 
 
-def _phone_sequence(utt: corpus.Utterance, index: dict[str, int]) -> list[int]:
-    if utt.phones is None:
-        raise CorpusError(f"{utt.path}: no phone alignment beside it; task PR needs aligned LibriSpeech "
-                          "(the synthetic corpus has one; for real data add <speaker>-<chapter>.alignment.txt files)")
-    return [index[seg.phone] for seg in utt.phones if seg.phone != SILENCE]
+def transcript_lexicon(ws: Workspace, utts: list[corpus.Utterance]) -> Lexicon:
+    """The phones of every word of the transcripts, read by eSpeak NG (cached; unreadable words reported once)."""
+    words = sorted({w for u in utts for w in u.transcript.lower().split()})
+    path = ws.cache / f"lexicon-{fingerprint(words, code_version(lexicon_module, phones_module, espeak_module))}.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        return Lexicon({w: tuple(p) for w, p in stored["phones"].items()}, stored["unreadable"])
+    lexicon = read_words(words)
+    if lexicon.unreadable:
+        shown = ", ".join(f"{w!r} ({why})" for w, why in list(lexicon.unreadable.items())[:10])
+        more = f" and {len(lexicon.unreadable) - 10} more" if len(lexicon.unreadable) > 10 else ""
+        print(f"PR labels from transcripts: {len(lexicon.unreadable)} of {len(words)} words unreadable by eSpeak NG, "
+              f"left out of the phone sequences (listed in {path.name}): {shown}{more}")
+    write_json_atomic(path, {"phones": lexicon.phones, "unreadable": lexicon.unreadable})
+    return lexicon
 
 
 def _characters(utt: corpus.Utterance, index: dict[str, int]) -> list[int]:

@@ -31,6 +31,7 @@ _EVENT_PHONEME = 7
 _PARAM_RATE = 1
 _PARAM_PITCH = 3
 _PARAM_RANGE = 4
+_PHONEME_SEPARATOR = ord("^")  # between the mnemonics of a word in TextToPhonemes output (no mnemonic holds it)
 
 RATE_LIMITS = (80, 450)  # words per minute that eSpeak accepts
 PITCH_LIMITS = (0, 99)  # pitch and pitch range parameters
@@ -109,6 +110,8 @@ class ESpeak:
         self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         self._lib.espeak_GetCurrentVoice.restype = ctypes.POINTER(_Voice)
+        self._lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        self._lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
         self._lib.espeak_Synth.argtypes = [
             ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
             ctypes.c_void_p, ctypes.c_void_p,
@@ -154,9 +157,9 @@ class ESpeak:
             index += 1
         return 0
 
-    def set_voice(self, accent: str, variant: str) -> None:
-        """Select `accent+variant`; raise CorpusError if eSpeak did not load exactly that voice."""
-        wanted = f"{accent}+{variant}"
+    def set_voice(self, accent: str, variant: str | None = None) -> None:
+        """Select `accent+variant` (or the accent alone); raise CorpusError if eSpeak did not load exactly that."""
+        wanted = accent if variant is None else f"{accent}+{variant}"
         status = self._lib.espeak_SetVoiceByName(wanted.encode())
         identifier = (self._lib.espeak_GetCurrentVoice().contents.identifier or b"").decode()
         loaded = identifier.rsplit("/", 1)[-1].lower()
@@ -165,6 +168,18 @@ class ESpeak:
                 f"eSpeak voice {wanted!r} did not load (status {status}, current voice {identifier!r}); "
                 "remove it from ACCENTS/VARIANTS in melhubert_lib/corpus/speakers.py"
             )
+
+    def phonemes(self, text: str, accent: str) -> list[str]:
+        """eSpeak's phoneme mnemonics for `text` read in `accent`, in order (stress marks kept; pauses as `_`...)."""
+        self.set_voice(accent)
+        buffer = ctypes.create_string_buffer(text.encode("utf-8"))
+        pointer = ctypes.c_void_p(ctypes.addressof(buffer))
+        mnemonics: list[str] = []
+        while pointer.value:  # eSpeak advances the pointer clause by clause, to NULL at the end
+            clause = self._lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _PHONEME_SEPARATOR << 8)
+            mnemonics += [m for word in (clause or b"").decode("ascii").split() for m in word.split(
+                chr(_PHONEME_SEPARATOR)) if m]
+        return mnemonics
 
     def synthesize(
         self, text: str, accent: str, variant: str, rate: int, pitch: int, pitch_range: int

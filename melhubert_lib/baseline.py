@@ -22,7 +22,7 @@ from . import representations
 from . import targets as targets_module
 from .atomic import write_json_atomic
 from .features import frames_per_stack, stack_frames
-from .frames import FrameStore
+from .frames import FrameStore, cached, is_store
 from .model import MelHuBERT, MelHuBERTConfig, preset
 from .pretrain import SSLData, TrainResult, train
 from .provenance import code_version, differing_parts, plain
@@ -65,20 +65,19 @@ def _target_set(ws: Workspace, name: str, part_frames: Callable[[str], FrameStor
     folder = ws.targets_dir(name)
     book_path, stamp = folder / "codebook.npz", folder / PROVENANCE_FILE
     recipe = plain(recipe)
-    complete = book_path.is_file() and all((folder / f"{p}.npz").is_file() for p in PARTS)
+    complete = book_path.is_file() and all(is_store(folder / f"{p}.frames") for p in PARTS)
     if complete:
         stored = json.loads(stamp.read_text()) if stamp.is_file() else {}
         changed = differing_parts(stored, recipe)
         if not changed:
-            return TargetSet(name, Codebook.load(book_path), {p: FrameStore.load(folder / f"{p}.npz") for p in PARTS})
+            labels = {p: FrameStore.load(folder / f"{p}.frames") for p in PARTS}
+            return TargetSet(name, Codebook.load(book_path), labels)
         print(f"targets {name}: made from other {', '.join(changed)}; fitting them again", file=sys.stderr)
         book_path.unlink()  # the set is incomplete until the new codebook is written
     t = ws.scale.targets
     frames = {p: part_frames(p) for p in PARTS}
     book = fit_codebook(frames["pretrain-train"], t.n_clusters, t.max_frames, seed=ws.seed)
-    labels = {p: book.assign_store(frames[p]) for p in PARTS}
-    for p in PARTS:
-        labels[p].save(folder / f"{p}.npz")
+    labels = {p: book.assign_store(frames[p], out=folder / f"{p}.frames") for p in PARTS}
     write_json_atomic(stamp, recipe)
     book.save(book_path)  # written last: its presence marks a complete target set
     return TargetSet(name, book, labels)
@@ -97,7 +96,9 @@ def acoustic_targets(ws: Workspace, kind: str | None = None) -> TargetSet:
     factor = frames_per_stack(ws.scale.frame_ms)
 
     def stacked(part: str) -> FrameStore:
-        return raw_frames(ws, part, kind).map(lambda f: stack_frames(torch.from_numpy(f), factor).numpy())
+        path = ws.cache / f"{kind}-{part}-stacked{factor}-{frames_version(ws)}.frames"
+        return cached(path, lambda: raw_frames(ws, part, kind).map(
+            lambda f: stack_frames(torch.from_numpy(np.array(f)), factor).numpy(), out=path))
 
     return _target_set(ws, f"stage1-{kind}-k{ws.scale.targets.n_clusters}", stacked,
                        _recipe(ws, features_module, kind=kind))

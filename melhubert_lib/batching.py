@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,14 +66,20 @@ def epoch_batches(lengths: np.ndarray, crop_frames: int, batch_frames: int, seed
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def collate(crops: list[Crop], feats: FrameStore, targets: FrameStore | None = None) -> Batch:
-    """Pad the crops of one batch into tensors (targets only when a target store is given)."""
+def collate(crops: list[Crop], feats: FrameStore, targets: FrameStore | None = None,
+            rows: Sequence[int] | None = None) -> Batch:
+    """Pad the crops of one batch into tensors (targets only when a target store is given).
+
+    With `rows`, only those rows' features are read (the others stay zero): one training process's share.
+    """
     longest = max(c.length for c in crops)
     dim = feats.data.shape[1]
     x = torch.zeros(len(crops), longest, dim)
     y = None if targets is None else torch.full((len(crops), longest), -100, dtype=torch.long)
+    read = set(range(len(crops)) if rows is None else rows)
     for row, c in enumerate(crops):
-        x[row, : c.length] = torch.from_numpy(feats[c.index][c.start : c.start + c.length])
+        if row in read:
+            x[row, : c.length] = torch.from_numpy(feats[c.index][c.start : c.start + c.length])
         if y is not None:
             y[row, : c.length] = torch.from_numpy(targets[c.index][c.start : c.start + c.length, 0].astype(np.int64))
     return Batch(x, y, torch.tensor([c.length for c in crops]))

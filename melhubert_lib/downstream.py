@@ -234,7 +234,7 @@ def _layer_stats(store: FrameStore, chunk: int = 32_768) -> tuple[torch.Tensor, 
     total = torch.zeros(store.data.shape[1:], dtype=torch.float64)
     total_sq = torch.zeros_like(total)
     for i in range(0, len(store.data), chunk):
-        x = torch.from_numpy(store.data[i : i + chunk]).double()
+        x = torch.from_numpy(np.array(store.data[i : i + chunk])).double()  # a copy: the store may be read-only
         total += x.sum(0)
         total_sq += (x * x).sum(0)
     n = max(len(store.data), 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,8 +84,8 @@ class FeatureStats:
         return cls(mean=arr[0].astype(np.float32), std=arr[1].astype(np.float32))
 
     @classmethod
-    def from_features(cls, feats: list[torch.Tensor]) -> FeatureStats:
-        """Accumulate mean and std over all frames of a list of (T, 40) fbank arrays."""
+    def from_features(cls, feats: Iterable[torch.Tensor]) -> FeatureStats:
+        """Accumulate mean and std over all frames of (T, 40) fbank arrays (any iterable: read one at a time)."""
         total = torch.zeros(N_MELS, dtype=torch.float64)
         total_sq = torch.zeros(N_MELS, dtype=torch.float64)
         count = 0

@@ -73,7 +73,7 @@ def task_features(ws: Workspace, source: FeatureSource, task: TaskData, split: s
     """Cached layers of `source` over one split: (T, L, D) per utterance, or (1, L, D) pooled for utterance tasks."""
     pooled = task.spec.kind == "utterance"
     name = task.cache_name(split)
-    path = layers_dir(ws, source) / f"{name}-{'pooled' if pooled else 'frames'}.npz"
+    path = layers_dir(ws, source) / f"{name}-{'pooled' if pooled else 'frames'}.frames"
 
     def build() -> FrameStore:
         feats = source.layers(split_inputs(ws, task, split, source.input_stats, source.frame_ms))

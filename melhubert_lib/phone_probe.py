@@ -88,7 +88,7 @@ def train_linear_probe(
     """Train softmax regression on standardised frames; keep the epoch with the best dev accuracy."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(train[0].data.astype(np.float32))
-    y = torch.from_numpy(train[1].data[:, 0])
+    y = torch.from_numpy(np.array(train[1].data[:, 0]))  # a copy: the store may be read-only
     mean, std = x.mean(0), x.std(0) + 1e-5
     x = (x - mean) / std
     torch.manual_seed(seed)

@@ -305,7 +305,9 @@ def train(
         if index == len(batches):
             epoch, index = epoch + 1, 0
             batches = epoch_batches(lengths, crop_frames, batch_frames, seed, epoch)
-        batch = collate(batches[index], train_data.feats, train_data.targets)
+        crops = batches[index]  # each process reads the features of its own rows only (targets: all, to count)
+        batch = collate(crops, train_data.feats, train_data.targets,
+                        rows=rank_rows(len(crops), sched.grad_accum, info.rank, info.world))
         index += 1
         for group in optimizer.param_groups:
             group["lr"] = sched.lr * lr_factor(step, sched)
@@ -366,6 +368,16 @@ def _locate(step: int, lengths: np.ndarray, crop_frames: int, batch_frames: int,
         epoch += 1
 
 
+def _micro_batches(n_rows: int, grad_accum: int) -> list[torch.Tensor]:
+    """The row indices of each micro-batch of an `n_rows` global batch (a process trains on every world-th row)."""
+    return [m for m in torch.arange(n_rows).chunk(grad_accum) if len(m)]
+
+
+def rank_rows(n_rows: int, grad_accum: int, rank: int, world: int) -> list[int]:
+    """The rows of a global batch that process `rank` of `world` trains on, over all its micro-batches."""
+    return [int(r) for micro in _micro_batches(n_rows, grad_accum) for r in micro[rank::world]]
+
+
 def _train_step(wrapped: torch.nn.Module, model: MelHuBERT, optimizer: torch.optim.Optimizer, batch: Batch,
                 sched: PretrainScale, seed: int, step: int, info: DistInfo,
                 objective: Objective) -> tuple[float, float]:
@@ -376,8 +388,7 @@ def _train_step(wrapped: torch.nn.Module, model: MelHuBERT, optimizer: torch.opt
     n_total = objective.frames(batch, mask)
     torch.manual_seed(_step_seed(seed, step, info.rank + 1))  # dropout
     optimizer.zero_grad(set_to_none=True)
-    rows = torch.arange(batch.feats.shape[0])
-    micro_batches = [m for m in rows.chunk(sched.grad_accum) if len(m)]
+    micro_batches = _micro_batches(batch.feats.shape[0], sched.grad_accum)
     loss_sum, correct = torch.zeros((), device=info.device), torch.zeros((), device=info.device)
     for i, micro in enumerate(micro_batches):
         mine = micro[info.rank :: info.world]

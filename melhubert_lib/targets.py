@@ -36,9 +36,9 @@ class Codebook:
         x = torch.from_numpy(((frames - self.mean) / self.std).astype(np.float32))
         return torch.cdist(x, torch.from_numpy(self.centroids)).argmin(1).numpy()
 
-    def assign_store(self, store: FrameStore) -> FrameStore:
-        """Cluster labels for every utterance of a store (as (T, 1) int16 matrices)."""
-        return store.map(lambda f: self.assign(f).astype(np.int16)[:, None])
+    def assign_store(self, store: FrameStore, out: str | os.PathLike | None = None) -> FrameStore:
+        """Cluster labels for every utterance of a store (as (T, 1) int16 matrices); with `out`, streamed there."""
+        return store.map(lambda f: self.assign(f).astype(np.int16)[:, None], out=out)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write as an .npz of three arrays, atomically."""

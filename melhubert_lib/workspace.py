@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import audio, corpus
@@ -23,6 +24,7 @@ from .frames import FrameStore, cached, extract
 from .provenance import code_version, fingerprint
 from .scales import Scale, get_scale
 
+STATS_CHUNK = 1 << 18  # frames read at a time when the feature statistics are accumulated
 VALID_EVERY = 25  # every 25th pretraining utterance (by sorted id) is held out for validation
 
 
@@ -62,7 +64,13 @@ class Workspace:
         if self.corpus_root is not None:
             return {"synthetic": json.loads((self.corpus_root / corpus.MARKER_FILE).read_text())["settings"]}
         return {"librispeech": str(self.librispeech), "voxceleb1": str(self.voxceleb1),
-                "speech_commands": str(self.speech_commands)}
+                "speech_commands": str(self.speech_commands),
+                "pretrain_splits": list(self.scale.corpus.pretrain_splits)}
+
+    @property
+    def pretrain_splits(self) -> tuple[str, ...]:
+        """The LibriSpeech split folders read as the pretraining split (the synthetic corpus writes one)."""
+        return (PRETRAIN_SPLIT,) if self.corpus_root is not None else self.scale.corpus.pretrain_splits
 
 
 def frames_version(ws: Workspace) -> str:
@@ -105,7 +113,8 @@ def split_utterances(ws: Workspace, split: str) -> list[corpus.Utterance]:
     of the pretraining split (validation = every `VALID_EVERY`-th utterance).
     """
     if split in ("pretrain-train", "pretrain-valid"):
-        utts = sorted(corpus.read_librispeech(ws.librispeech, PRETRAIN_SPLIT), key=lambda u: u.utt_id)
+        utts = sorted((u for split in ws.pretrain_splits for u in corpus.read_librispeech(ws.librispeech, split)),
+                      key=lambda u: u.utt_id)
         held = split == "pretrain-valid"
         return [u for i, u in enumerate(utts) if (i % VALID_EVERY == VALID_EVERY - 1) == held]
     return sorted(corpus.read_librispeech(ws.librispeech, split), key=lambda u: u.utt_id)
@@ -123,7 +132,8 @@ def raw_frames(ws: Workspace, split: str, kind: str) -> FrameStore:
 
 
 def _cached_frames(ws: Workspace, name: str, paths: list[Path], ids: list[str], kind: str) -> FrameStore:
-    return cached(ws.cache / f"{name}-{frames_version(ws)}.npz", lambda: extract(paths, ids, FEATURIZERS[kind], name))
+    path = ws.cache / f"{name}-{frames_version(ws)}.frames"
+    return cached(path, lambda: extract(paths, ids, FEATURIZERS[kind], name, out=path))
 
 
 def feature_stats(ws: Workspace) -> FeatureStats:
@@ -131,28 +141,36 @@ def feature_stats(ws: Workspace) -> FeatureStats:
     path = ws.cache / f"fbank-mean-std-{frames_version(ws)}.npy"
     if path.is_file():
         return FeatureStats.load(path)
-    stats = FeatureStats.from_features([torch.from_numpy(raw_frames(ws, "pretrain-train", "fbank").data)])
+    frames = raw_frames(ws, "pretrain-train", "fbank").data
+    chunks = (torch.from_numpy(np.array(frames[i : i + STATS_CHUNK])) for i in range(0, len(frames), STATS_CHUNK))
+    stats = FeatureStats.from_features(chunks)  # chunk by chunk: the frames are memory-mapped, never read whole
     stats.save(path)
     return stats
 
 
 def model_inputs(ws: Workspace, split: str, stats: FeatureStats | None = None,
                  frame_ms: int | None = None) -> FrameStore:
-    """Normalised log-Mel frames of a split, stacked to a model frame rate.
+    """Normalised log-Mel frames of a split, stacked to a model frame rate (cached on disk, memory-mapped).
 
     `stats` and `frame_ms` are those a model was trained with (an imported checkpoint's own); by default the
     workspace's statistics and the scale's frame rate.
     """
-    return _normalised(ws, raw_frames(ws, split, "fbank"), stats, frame_ms)
+    return _normalised(ws, f"fbank-{split}", raw_frames(ws, split, "fbank"), stats, frame_ms)
 
 
 def clip_inputs(ws: Workspace, name: str, paths: list[Path], ids: list[str], stats: FeatureStats | None = None,
                 frame_ms: int | None = None) -> FrameStore:
     """Model inputs of any list of audio files (a downstream task's split), cached under `name` (as model_inputs)."""
-    return _normalised(ws, _cached_frames(ws, f"fbank-{name}", paths, ids, "fbank"), stats, frame_ms)
+    return _normalised(ws, f"fbank-{name}", _cached_frames(ws, f"fbank-{name}", paths, ids, "fbank"), stats, frame_ms)
 
 
-def _normalised(ws: Workspace, frames: FrameStore, stats: FeatureStats | None, frame_ms: int | None) -> FrameStore:
+def _normalised(ws: Workspace, name: str, frames: FrameStore, stats: FeatureStats | None,
+                frame_ms: int | None) -> FrameStore:
+    """The model inputs of cached log-Mel frames, streamed once into their own cache (keyed on the statistics, the
+    frame rate, the frames and the code), so that no process holds a split's inputs whole."""
     stats = stats or feature_stats(ws)
     frame_ms = frame_ms or ws.scale.frame_ms
-    return frames.map(lambda f: model_input_from_fbank(torch.from_numpy(f), stats, frame_ms).numpy())
+    key = fingerprint(frames_version(ws), stats.digest(), frame_ms, code_version(features_module))
+    path = ws.cache / f"{name}-inputs-{key}.frames"
+    return cached(path, lambda: frames.map(lambda f: model_input_from_fbank(torch.from_numpy(np.array(f)), stats,
+                                                                           frame_ms).numpy(), out=path))

@@ -66,6 +66,27 @@ def test_a_librispeech_root_without_the_pretraining_split_serves_the_splits_it_h
         split_utterances(real, "pretrain-train")
 
 
+def test_the_pretraining_split_of_real_data_can_span_several_split_folders(ws, tmp_path):
+    from melhubert_lib.corpus import PRETRAIN_SPLIT
+    from melhubert_lib.scales import get_scale
+
+    assert get_scale("smoke").corpus.pretrain_splits == (PRETRAIN_SPLIT,)
+    assert get_scale("paper-960").corpus.pretrain_splits[-1] == "train-other-500"
+    root = tmp_path / "LibriSpeech"
+    shutil.copytree(ws.librispeech / PRETRAIN_SPLIT, root / PRETRAIN_SPLIT)
+    shutil.copytree(ws.librispeech / "dev-clean", root / "train-other-500")
+    smoke = get_scale("smoke")
+    scale = dataclasses.replace(smoke, corpus=dataclasses.replace(
+        smoke.corpus, pretrain_splits=(PRETRAIN_SPLIT, "train-other-500")))
+    real = open_workspace(scale, tmp_path / "work", librispeech=root)
+    both = {u.utt_id for part in ("pretrain-train", "pretrain-valid") for u in split_utterances(real, part)}
+    expected = {u.utt_id for split in (PRETRAIN_SPLIT, "dev-clean") for u in split_utterances(ws, split)}
+    assert both == expected
+    alone = open_workspace("smoke", tmp_path / "work", librispeech=root)
+    assert len(split_utterances(alone, "pretrain-train")) < len(split_utterances(real, "pretrain-train"))
+    assert real.data_identity() != alone.data_identity()  # their frames are cached apart
+
+
 def test_targets_made_from_another_recipe_are_fitted_again(ws, tmp_path, capsys):
     own = dataclasses.replace(ws, root=tmp_path / "ws")  # the shared workspace's targets stay as they are
     first = baseline.acoustic_targets(own)

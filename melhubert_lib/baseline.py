@@ -21,12 +21,12 @@ from . import model as model_module
 from . import representations
 from . import targets as targets_module
 from .atomic import write_json_atomic
-from .features import frames_per_stack, stack_frames
+from .features import FeatureStats, frames_per_stack, stack_frames
 from .frames import FrameStore, cached, is_store
 from .model import MelHuBERT, MelHuBERTConfig, preset
 from .pretrain import SSLData, TrainResult, train
 from .provenance import code_version, differing_parts, plain
-from .representations import hidden_states
+from .representations import stacked_hidden_states
 from .scales import PretrainScale
 from .targets import Codebook, fit_codebook
 from .workspace import Workspace, feature_stats, frames_version, model_inputs, raw_frames
@@ -40,7 +40,7 @@ class TargetSet:
     """Cluster labels of the pretraining split's two parts, and the codebook that made them."""
 
     name: str
-    codebook: Codebook
+    codebook: Codebook | None  # None: the labels are a model's own cluster head's (`head_targets`)
     labels: dict[str, FrameStore]  # part -> (T, 1) labels
 
 
@@ -105,18 +105,52 @@ def acoustic_targets(ws: Workspace, kind: str | None = None) -> TargetSet:
 
 
 def hidden_targets(ws: Workspace, model: MelHuBERT, layer: int, name: str) -> TargetSet:
-    """Stage-2 targets: k-means on hidden layer `layer` of a trained model."""
+    """Stage-2 targets: k-means on hidden layer `layer` of a trained model (the layer streamed to a memory-mapped
+    store beside the targets, so that no process holds it whole)."""
 
     def hidden(part: str) -> FrameStore:
-        return hidden_states(model, model_inputs(ws, part), [layer])[layer]
+        path = ws.cache / f"hidden-{model.content_hash()}-layer{layer}-{part}-{frames_version(ws)}.frames"
+        store = cached(path, lambda: stacked_hidden_states(model, model_inputs(ws, part), [layer], out=path))
+        return FrameStore(store.data[:, 0], store.offsets, store.utt_ids)  # (T, 1, D) -> (T, D), still mapped
 
     return _target_set(ws, name, hidden, _recipe(ws, representations, model_module,
                                                  model=model.content_hash(), layer=layer))
 
 
-def ssl_data(ws: Workspace, targets: TargetSet) -> dict[str, SSLData]:
-    """Model inputs paired with a target set, for both parts of the pretraining split."""
-    return {p: SSLData(model_inputs(ws, p), targets.labels[p]) for p in PARTS}
+def head_targets(ws: Workspace, model: MelHuBERT) -> TargetSet:
+    """Targets for a checkpoint trained elsewhere (an imported one, whose k-means labels are not released): its own
+    cluster head's most likely cluster for every unmasked frame of the pretraining split, in the cluster ids the
+    head was trained on. Cached under targets/head-<model hash>; the provenance file, written last, marks them
+    complete."""
+    name = f"head-{model.content_hash()}"
+    folder, last = ws.targets_dir(name), model.config.depth
+    recipe = plain({"model": model.content_hash(), "frames": frames_version(ws),
+                    "code": code_version(representations, model_module)})
+    stamp = folder / PROVENANCE_FILE
+    if stamp.is_file() and json.loads(stamp.read_text()) == recipe:
+        return TargetSet(name, None, {p: FrameStore.load(folder / f"{p}.frames") for p in PARTS})
+    stamp.unlink(missing_ok=True)
+    head = model.eval().cluster_head
+
+    @torch.no_grad()
+    def most_likely(hidden: np.ndarray) -> np.ndarray:
+        return head(torch.from_numpy(hidden[:, 0])).argmax(-1).numpy().astype(np.int16)[:, None]
+
+    labels = {}
+    for part in PARTS:
+        inputs = model_inputs(ws, part, model.feature_stats, model.config.frame_ms)
+        path = ws.cache / f"hidden-{model.content_hash()}-layer{last}-{part}-{frames_version(ws)}.frames"
+        hidden = cached(path, lambda inputs=inputs, path=path: stacked_hidden_states(model, inputs, [last], out=path))
+        labels[part] = hidden.map(most_likely, out=folder / f"{part}.frames")
+    write_json_atomic(stamp, recipe)
+    return TargetSet(name, None, labels)
+
+
+def ssl_data(ws: Workspace, targets: TargetSet, stats: FeatureStats | None = None,
+             frame_ms: int | None = None) -> dict[str, SSLData]:
+    """Model inputs paired with a target set, for both parts of the pretraining split (`stats`, `frame_ms`: a model's
+    own input normalisation and frame rate; None: the workspace's)."""
+    return {p: SSLData(model_inputs(ws, p, stats, frame_ms), targets.labels[p]) for p in PARTS}
 
 
 def baseline_config(ws: Workspace) -> MelHuBERTConfig:

@@ -59,7 +59,7 @@ def _compress(args: argparse.Namespace) -> None:
 
     method = get_method(args.method)  # an unknown name is refused before any corpus or training work
     ws = open_workspace(args.scale, args.work_dir, args.seed, args.librispeech)
-    table = method.run(ws, threads=args.threads).table()
+    table = method.run(ws, threads=args.threads, start_dir=args.base).table()
     print(table[["run", "level", "setting", "params", "nonzero_params", "macs_per_second", "rtf", "loss_before",
                  "loss_after", "model_dir"]].to_json(orient="records", indent=2))
 
@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("method", help="a registered method, e.g. heads-l1, weights-l1, svd-uniform, ffn-shrink, "
                                   "distill-teacher (an unknown name gets the full list)")
     p.add_argument("--threads", type=_at_least_one, default=1, help="torch threads for the speed measurement")
+    p.add_argument("--base", default=None,
+                   help="a checkpoint folder to compress instead of the workspace's baseline, e.g. an imported one "
+                        "(its levels train on its own cluster head's labels; rows in compression-checkpoints.csv)")
     p.set_defaults(func=_compress)
     p = sub.add_parser("run-notebook", help="execute a notebook with papermill (replaced, or written to --output, only "
                                             "on success)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import baseline, head_pruning, low_rank, weight_pruning
-from .compression import CompressionRun, LevelPlan, compress_levels
+from .compression import RESULTS_FILE, CompressionRun, LevelPlan, compress_levels
 from .distillation import distillation_ladder, make_objective, truncation_step
 from .model import MelHuBERT
 from .pretrain import Objective, Plateau, SSLData
@@ -50,21 +50,37 @@ class Method:
     objective_label: str = "masked-prediction loss (nats)"  # the training loss, as an axis label
     linestyle: str = "-"  # runs of one family differ in line style
 
-    def run(self, ws: Workspace, threads: int = 1, base: baseline.BaselineResult | None = None) -> CompressionRun:
+    def run(self, ws: Workspace, threads: int = 1, base: baseline.BaselineResult | None = None,
+            start_dir: str | Path | None = None) -> CompressionRun:
         """Compress the workspace's baseline (`base`, else loaded or resumed) with this recipe (stored levels are
-        reused; a run resumes)."""
+        reused; a run resumes).
+
+        `start_dir`: compress that checkpoint instead (an imported one). Its levels train on its own cluster head's
+        labels (`baseline.head_targets`) and inputs normalised as it was trained; the run is
+        `runs/<method>@<folder name>/` and its rows go to `results/compression-checkpoints.csv`, out of the study.
+        """
         if ws.scale.compression is None:
             raise ValueError(f"scale {ws.scale.name!r} has no compression settings: choose a scale that has")
-        base = base or baseline.pretrain_baseline(ws)  # finished in 01_baseline: loads, or resumes
-        data = baseline.ssl_data(ws, base.targets[-1])
-        inputs = MethodInputs(MelHuBERT.from_pretrained(base.model_dir), base.model_dir, data, ws.scale.compression)
+        if start_dir is None:
+            base = base or baseline.pretrain_baseline(ws)  # finished in 01_baseline: loads, or resumes
+            model_dir, run, results_file = base.model_dir, self.name, RESULTS_FILE
+            teacher = MelHuBERT.from_pretrained(model_dir)
+            data = baseline.ssl_data(ws, base.targets[-1])
+        else:
+            model_dir = Path(start_dir)
+            run, results_file = f"{self.name}@{model_dir.name}", CHECKPOINT_RESULTS_FILE
+            teacher = MelHuBERT.from_pretrained(model_dir)
+            data = baseline.ssl_data(ws, baseline.head_targets(ws, teacher), teacher.feature_stats,
+                                     teacher.config.frame_ms)
+        inputs = MethodInputs(teacher, model_dir, data, ws.scale.compression)
         plan = self.plan(inputs)
-        return compress_levels(ws, self.family, self.name, base.model_dir, plan.settings, plan.step, data,
+        return compress_levels(ws, self.family, run, model_dir, plan.settings, plan.step, data,
                                self.schedule(ws.scale.compression), iterative=self.iterative, prepare=self.prepare,
                                threads=threads, objective=self.objective(inputs) if self.objective else None,
-                               plateau=self.plateau)
+                               results_file=results_file, plateau=self.plateau)
 
 
+CHECKPOINT_RESULTS_FILE = "compression-checkpoints.csv"  # runs that start from a given checkpoint, not the baseline
 METHODS: dict[str, Method] = {}
 
 

@@ -12,6 +12,7 @@ import torch
 from melhubert_lib import baseline
 from melhubert_lib.corpus import CorpusError
 from melhubert_lib.model import MelHuBERT
+from melhubert_lib.representations import hidden_states
 from melhubert_lib.workspace import model_inputs, open_workspace, split_utterances
 
 
@@ -49,6 +50,9 @@ def test_two_target_iterations_recluster_a_hidden_layer(ws):
     assert labels.min() >= 0 and labels.max() < k
     assert result.targets[1].codebook.centroids.shape == (k, MelHuBERT.from_pretrained(result.model_dir).config.d_model)
     assert not np.array_equal(labels, result.targets[0].labels["pretrain-train"].data)
+    stage1 = MelHuBERT.from_pretrained(result.runs[0].model_dir)  # the streamed layer equals one computed in memory
+    in_memory = hidden_states(stage1, model_inputs(ws, "pretrain-train"), [1])[1]
+    np.testing.assert_array_equal(result.targets[1].codebook.assign(in_memory.data), labels[:, 0])
 
 
 def test_a_wrong_librispeech_path_is_a_clear_error(tmp_path):

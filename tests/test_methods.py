@@ -50,3 +50,39 @@ def test_the_cli_refuses_an_unknown_method_before_any_work(tmp_path, capsys):
     assert exit_info.value.code == 1
     assert "unknown compression method 'heads-l2': choose one of heads-l1" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
+
+
+def test_a_checkpoint_trained_elsewhere_is_compressed_on_its_own_cluster_heads_labels(smoke_ws, tmp_path):
+    """An imported model has other clusters and input statistics than the workspace: its levels train on the labels
+    its own head gives the unmasked frames, on inputs normalised its way; the study's table stays as it was."""
+    import dataclasses
+
+    import numpy as np
+
+    from melhubert_lib.audio import load_audio
+    from melhubert_lib.features import FeatureStats, model_input
+    from melhubert_lib.model import preset
+    from melhubert_lib.study import read_results
+    from melhubert_lib.workspace import split_utterances
+
+    stats = baseline.feature_stats(smoke_ws)
+    torch.manual_seed(3)
+    foreign = MelHuBERT(dataclasses.replace(preset("smoke"), n_clusters=12),
+                        feature_stats=FeatureStats(stats.mean + 0.5, stats.std * 1.5))
+    start = foreign.save_pretrained(tmp_path / "imported")
+    study_table = smoke_ws.results / "compression.csv"
+    before = study_table.read_bytes() if study_table.is_file() else None
+    run = get_method("heads-l1").run(smoke_ws, start_dir=start)
+    table = run.table()
+    assert table.run.unique().tolist() == ["heads-l1@imported"]
+    assert (table.finetune_steps.iloc[1:] > 0).all()
+    assert [run.model(level).config.n_clusters for level in (1, 2)] == [12, 12]
+    assert sum(run.model(2).config.heads) == smoke_ws.scale.compression.heads_kept[-1]
+    assert read_results(smoke_ws, "compression-checkpoints.csv").run.eq("heads-l1@imported").all()
+    assert (study_table.read_bytes() if study_table.is_file() else None) == before  # the study's table is untouched
+    targets = baseline.head_targets(smoke_ws, foreign)
+    utt = split_utterances(smoke_ws, "pretrain-valid")[0]
+    with torch.no_grad():
+        logits = foreign.eval()(model_input(load_audio(utt.path), foreign.feature_stats)[None]).logits
+    expected = logits[0].argmax(-1).numpy()
+    np.testing.assert_array_equal(targets.labels["pretrain-valid"][0][:, 0], expected)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import baseline, head_pruning, low_rank, weight_pruning
+from . import baseline, head_pruning, layer_pruning, low_rank, weight_pruning
 from .compression import RESULTS_FILE, CompressionRun, LevelPlan, compress_levels
 from .distillation import distillation_ladder, make_objective, truncation_step
 from .model import MelHuBERT
@@ -157,6 +157,9 @@ register(Method("svd-energy", "low-rank", "SVD, energy threshold",
                 linestyle="--"))
 register(Method("ffn-shrink", "low-rank", "FFN-width shrink",
                 lambda inputs: LevelPlan(list(inputs.scale.ffn_widths), low_rank.ffn_step), linestyle=":"))
+register(Method("layers-ssl", "layer pruning", "layer pruning (SSL loss)",
+                lambda inputs: LevelPlan([float(d) for d in range(inputs.teacher.config.depth - 1, 0, -1)],
+                                         layer_pruning.pruning_step(inputs.data["pretrain-valid"]))))
 register(Method("first-n", "first-N layers", "first N layers, untrained further",
                 lambda inputs: LevelPlan([float(d) for d in inputs.scale.student_depths], truncation_step),
                 iterative=False, schedule=lambda scale: None))

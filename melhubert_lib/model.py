@@ -41,6 +41,7 @@ class MelHuBERTConfig:
     n_clusters: int = 512
     ranks: dict[str, int] = field(default_factory=dict)  # "layers.3.ffn.fc1" -> rank of its factorisation
     head_ids: list[list[int]] = field(default_factory=list)  # original index of each kept head; [] = unpruned
+    layer_ids: list[int] = field(default_factory=list)  # original index of each kept layer; [] = none removed
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
     dropout: float = 0.1
@@ -57,6 +58,8 @@ class MelHuBERTConfig:
             raise ValueError(f"every layer needs a positive FFN width, got ffn_dims={self.ffn_dims}")
         if self.head_ids and [len(ids) for ids in self.head_ids] != self.heads:
             raise ValueError(f"head_ids {self.head_ids} do not match heads={self.heads}")
+        if self.layer_ids and len(self.layer_ids) != len(self.heads):
+            raise ValueError(f"layer_ids {self.layer_ids} do not match the depth {len(self.heads)}")
         if self.d_model % self.pos_conv_groups:
             raise ValueError(f"d_model={self.d_model} must be divisible by pos_conv_groups={self.pos_conv_groups}")
 
@@ -72,11 +75,34 @@ class MelHuBERTConfig:
                              "layers")
         ranks = {name: r for name, r in self.ranks.items() if int(name.split(".")[1]) < depth}
         return replace(self, heads=self.heads[:depth], ffn_dims=self.ffn_dims[:depth], ranks=ranks,
-                       head_ids=self.head_ids[:depth])
+                       head_ids=self.head_ids[:depth], layer_ids=self.layer_ids[:depth])
+
+    def without_layers(self, remove: list[int]) -> MelHuBERTConfig:
+        """The config with the given layers (current indices) removed: the others renumbered, their original
+        indices kept in `layer_ids`, their low-rank factors and head ids kept with them."""
+        bad = sorted({i for i in remove if not 0 <= i < self.depth})
+        if bad:
+            raise ValueError(f"layers {bad} do not exist: the model has {self.depth} (indices 0..{self.depth - 1})")
+        kept = [i for i in range(self.depth) if i not in set(remove)]
+        if not kept:
+            raise ValueError(f"removing layers {sorted(set(remove))} would remove all {self.depth}: keep at least one")
+        new_index = {old: new for new, old in enumerate(kept)}
+        ranks = {}
+        for name, rank in self.ranks.items():
+            _, layer, rest = name.split(".", 2)
+            if int(layer) in new_index:
+                ranks[f"layers.{new_index[int(layer)]}.{rest}"] = rank
+        return replace(self, heads=[self.heads[i] for i in kept], ffn_dims=[self.ffn_dims[i] for i in kept],
+                       ranks=ranks, head_ids=[self.head_ids[i] for i in kept] if self.head_ids else [],
+                       layer_ids=[self.original_layers()[i] for i in kept])
 
     def original_heads(self) -> list[list[int]]:
         """Index each kept head had in the unpruned model, per layer."""
         return self.head_ids or [list(range(h)) for h in self.heads]
+
+    def original_layers(self) -> list[int]:
+        """Index each kept layer had in the model before any layer was removed."""
+        return self.layer_ids or list(range(self.depth))
 
     def to_json(self) -> str:
         """Serialise to JSON."""
@@ -442,6 +468,13 @@ class MelHuBERT(nn.Module):
         if isinstance(module, LowRankLinear):
             ranks[name] = module.down.out_features
         self.config = replace(self.config, ranks=ranks)
+        return self
+
+    def drop_layers(self, remove: list[int]) -> MelHuBERT:
+        """Remove whole Transformer layers in place (current indices); the next layer reads what the removed one
+        would have; return the model. The config records the original index of every kept layer."""
+        self.config = self.config.without_layers(remove)
+        self.layers = nn.ModuleList(layer for i, layer in enumerate(self.layers) if i not in set(remove))
         return self
 
     def truncate(self, depth: int) -> MelHuBERT:

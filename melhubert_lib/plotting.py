@@ -18,6 +18,7 @@ METHOD_COLOURS = {
     "low-rank": "#7570b3",
     "distillation": "#e7298a",
     "first-N layers": "#66a61e",
+    "layer pruning": "#a6761d",
     "log-Mel": "#999999",
     "log-Mel +-4 frames": "#bbbbbb",
     "untrained": "#e6ab02",

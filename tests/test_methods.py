@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -86,3 +88,19 @@ def test_a_checkpoint_trained_elsewhere_is_compressed_on_its_own_cluster_heads_l
         logits = foreign.eval()(model_input(load_audio(utt.path), foreign.feature_stats)[None]).logits
     expected = logits[0].argmax(-1).numpy()
     np.testing.assert_array_equal(targets.labels["pretrain-valid"][0][:, 0], expected)
+
+
+def test_layer_pruning_removes_the_layer_whose_absence_costs_the_least_held_out_loss(smoke_ws):
+    from melhubert_lib.pretrain import evaluate_ssl
+
+    base = baseline.pretrain_baseline(smoke_ws)
+    teacher = MelHuBERT.from_pretrained(base.model_dir)
+    valid = baseline.ssl_data(smoke_ws, base.targets[-1])["pretrain-valid"]
+    without_last = evaluate_ssl(copy.deepcopy(teacher).truncate(teacher.config.depth - 1), valid).loss
+    without_first = evaluate_ssl(copy.deepcopy(teacher).drop_layers([0]), valid).loss
+    run = get_method("layers-ssl").run(smoke_ws, base=base)
+    table = run.table()
+    assert table.setting.iloc[1:].tolist() == [float(d) for d in range(teacher.config.depth - 1, 0, -1)]
+    assert (table.finetune_steps.iloc[1:] > 0).all()
+    kept = run.model(1).config.layer_ids
+    assert kept == ([1] if without_first < without_last else [0])  # smoke: 2 layers, one level

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -201,3 +202,35 @@ def test_keeping_ffn_units_equals_zeroing_the_others_and_a_factorised_layer_cann
     kept.replace_linear("layers.0.attention.q_proj", LowRankLinear(32, 32, 2))
     with pytest.raises(ValueError, match="a LowRankLinear is not a full-rank linear map"):
         kept.prune_heads({0: [0]})
+
+
+def test_a_layer_pruned_model_equals_the_original_with_those_layers_skipped(tmp_path):
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(_odd_config(), ranks={"layers.1.ffn.fc1": 5, "layers.2.ffn.fc2": 4})
+    model = MelHuBERT(cfg).eval()
+    x, lengths = torch.randn(2, 30, 80), torch.tensor([30, 21])
+    with torch.no_grad():  # the reference: the original model's own layers, the removed one passed over by hand
+        full = model(x, lengths)
+        h = full.hidden_states[0]
+        attn_mask = (torch.arange(30)[None, :] < lengths[:, None])[:, None, None, :]
+        reference = [h]
+        for i, layer in enumerate(model.layers):
+            if i != 1:
+                h = layer(h, attn_mask)
+                reference.append(h)
+        logits = model.cluster_head(h)
+    pruned = MelHuBERT.from_pretrained(copy.deepcopy(model).drop_layers([1]).save_pretrained(tmp_path / "p")).eval()
+    assert pruned.config.layer_ids == [0, 2] and pruned.config.ranks == {"layers.1.ffn.fc2": 4}
+    assert (pruned.config.heads, pruned.config.ffn_dims) == ([cfg.heads[0], cfg.heads[2]],
+                                                             [cfg.ffn_dims[0], cfg.ffn_dims[2]])
+    with torch.no_grad():
+        out = pruned(x, lengths)
+    real = torch.arange(30)[None, :] < lengths[:, None]
+    for a, b in zip(out.hidden_states, reference, strict=True):
+        torch.testing.assert_close(a[real], b[real])
+    torch.testing.assert_close(out.logits[real], logits[real])
+    assert pruned.drop_layers([0]).config.layer_ids == [2]  # a second removal keeps the original numbering
+    with pytest.raises(ValueError, match="would remove all 1: keep at least one"):
+        pruned.drop_layers([0])
+    with pytest.raises(ValueError, match=r"layers \[3\] do not exist: the model has 3"):
+        model.drop_layers([3])

@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from melhubert_lib import baseline
+from melhubert_lib.compression.weight_pruning import sparsity
+from melhubert_lib.data.workspace import open_workspace
 from melhubert_lib.efficiency import CACHING_MALLOC, count_macs, process_speed
 from melhubert_lib.model import MelHuBERT
-from melhubert_lib.weight_pruning import sparsity
-from melhubert_lib.workspace import open_workspace
+from melhubert_lib.training import baseline
 
 STRUCTURED = {"head pruning": "heads-l1", "FFN shrink": "ffn-shrink", "SVD, uniform budget": "svd-uniform",
               "distillation": "distill-teacher", "first-N layers": "first-n"}

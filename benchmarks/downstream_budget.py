@@ -15,12 +15,12 @@ import time
 
 import torch
 
-from melhubert_lib import baseline
-from melhubert_lib.downstream import evaluate_source
-from melhubert_lib.layer_features import layers_dir, model_source
+from melhubert_lib.data.tasks import load_task
+from melhubert_lib.data.workspace import open_workspace
 from melhubert_lib.model import MelHuBERT
-from melhubert_lib.tasks import load_task
-from melhubert_lib.workspace import open_workspace
+from melhubert_lib.probes.layer_features import layers_dir, model_source
+from melhubert_lib.probes.superb import evaluate_source
+from melhubert_lib.training import baseline
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from melhubert_lib.frames import DATA_NAME, FrameStore, FrameWriter, npy_header, write_index
+from melhubert_lib.data.frames import DATA_NAME, FrameStore, FrameWriter, npy_header, write_index
 
 FRAME_RATE, DIM = 50, 80
 CROP_FRAMES, BATCH_FRAMES, GRAD_ACCUM, WORLD = 15 * FRAME_RATE, 32 * 15 * FRAME_RATE, 4, 8
@@ -64,8 +64,8 @@ def measure(path: str, in_memory: bool) -> dict:
     import resource
     import time
 
-    from melhubert_lib.batching import collate, epoch_batches
-    from melhubert_lib.pretrain import rank_rows
+    from melhubert_lib.data.batching import collate, epoch_batches
+    from melhubert_lib.training.pretrain import rank_rows
 
     start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()

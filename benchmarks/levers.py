@@ -21,15 +21,15 @@ import json
 import time
 from pathlib import Path
 
-from melhubert_lib import baseline
-from melhubert_lib.bootstrap import paired_rate_difference
-from melhubert_lib.downstream import evaluate_source, seed_errors
-from melhubert_lib.layer_features import logmel_source, model_source
-from melhubert_lib.learning_check import pr_depth_check
+from melhubert_lib.data.tasks import TASKS, load_task
+from melhubert_lib.data.workspace import open_workspace
 from melhubert_lib.model import MelHuBERT
+from melhubert_lib.probes.baseline_checks import pr_depth_check
+from melhubert_lib.probes.bootstrap import paired_rate_difference
+from melhubert_lib.probes.layer_features import floor_sources, model_source
+from melhubert_lib.probes.superb import evaluate_source, seed_errors
 from melhubert_lib.scales import Scale, get_scale
-from melhubert_lib.tasks import TASKS, load_task
-from melhubert_lib.workspace import open_workspace
+from melhubert_lib.training import baseline
 
 
 def lever_scale(args: argparse.Namespace) -> Scale:
@@ -84,9 +84,8 @@ def main() -> None:
     depth = pr_depth_check(ws, model)
     minutes["PR depth probes"] = (time.perf_counter() - start) / 60
     start = time.perf_counter()
-    sources = {"baseline": model_source(model, "all"), "log-Mel": logmel_source(),
-               "log-Mel +-4 frames": logmel_source(4),
-               "untrained": model_source(baseline.untrained_model(ws), "untrained")}
+    sources = {"baseline": model_source(model, "all"),
+               **{floor.name: floor for floor in floor_sources(baseline.untrained_model(ws))}}
     margins = {}
     for task_name in [t for t in args.tasks.split(",") if t]:
         task = load_task(ws, task_name)

@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from melhubert_lib import baseline
-from melhubert_lib.pretrain import train
-from melhubert_lib.workspace import open_workspace
+from melhubert_lib.data.workspace import open_workspace
+from melhubert_lib.training import baseline
+from melhubert_lib.training.pretrain import train
 
 
 def main() -> None:

@@ -35,15 +35,15 @@ def _at_least_one(text: str) -> int:
 
 
 def _build_corpus(args: argparse.Namespace) -> None:
-    from .workspace import open_workspace
+    from .data.workspace import open_workspace
 
     ws = open_workspace(args.scale, args.work_dir, args.seed, args.librispeech)
     print(json.dumps({"librispeech": str(ws.librispeech), "corpus": str(ws.corpus_root)}, indent=2))
 
 
 def _pretrain(args: argparse.Namespace) -> None:
-    from .baseline import pretrain_baseline
-    from .workspace import open_workspace
+    from .data.workspace import open_workspace
+    from .training.baseline import pretrain_baseline
 
     ws = open_workspace(args.scale, args.work_dir, args.seed, args.librispeech)
     sched = ws.scale.pretrain
@@ -54,8 +54,8 @@ def _pretrain(args: argparse.Namespace) -> None:
 
 
 def _compress(args: argparse.Namespace) -> None:
-    from .methods import get_method
-    from .workspace import open_workspace
+    from .compression.methods import get_method
+    from .data.workspace import open_workspace
 
     method = get_method(args.method)  # an unknown name is refused before any corpus or training work
     ws = open_workspace(args.scale, args.work_dir, args.seed, args.librispeech)
@@ -67,7 +67,7 @@ def _compress(args: argparse.Namespace) -> None:
 def _run_notebook(args: argparse.Namespace) -> None:
     import yaml
 
-    from .notebooks import run_notebook
+    from .study.notebooks import run_notebook
 
     corpora = {"librispeech": args.librispeech, "voxceleb1": args.voxceleb1, "speech_commands": args.speech_commands}
     parameters = {name: yaml.safe_load(value) for name, value in args.parameter}  # papermill's reading of -p
@@ -76,7 +76,7 @@ def _run_notebook(args: argparse.Namespace) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from .notebooks import validate_notebooks
+    from .study.notebooks import validate_notebooks
 
     sys.exit(validate_notebooks(args.notebooks, args.kernel))
 
@@ -89,11 +89,11 @@ def _efficiency(args: argparse.Namespace) -> None:
 
 
 def _downstream(args: argparse.Namespace) -> None:
-    from .evaluation import Candidate, evaluate
-    from .layer_features import model_source
+    from .data.tasks import load_task
+    from .data.workspace import open_workspace
     from .model import MelHuBERT
-    from .tasks import load_task
-    from .workspace import open_workspace
+    from .probes.judging import Candidate, evaluate
+    from .probes.layer_features import model_source
 
     ws = open_workspace(args.scale, args.work_dir, args.seed, args.librispeech,
                         voxceleb1=args.voxceleb1, speech_commands=args.speech_commands)
@@ -105,14 +105,14 @@ def _downstream(args: argparse.Namespace) -> None:
 
 
 def _import_checkpoint(args: argparse.Namespace) -> None:
-    from .authors_checkpoint import import_checkpoint
+    from .data.authors_checkpoint import import_checkpoint
 
     out = import_checkpoint(args.ckpt, args.folder, args.feature_stats)
     print(json.dumps({"checkpoint": str(out)}))
 
 
 def _s3prl_downstream(args: argparse.Namespace) -> None:
-    from .s3prl_upstream import run_downstream
+    from .probes.s3prl_upstream import run_downstream
 
     run_downstream(args.s3prl_args)
 

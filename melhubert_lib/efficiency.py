@@ -22,9 +22,9 @@ from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import model as model_module
-from .atomic import write_text_atomic
+from .data.atomic import write_text_atomic
+from .data.provenance import code_version
 from .model import MelHuBERT
-from .provenance import code_version
 
 EFFICIENCY_CACHE = "efficiency"  # folder under a workspace's cache: one measurement per checkpoint and setting
 
@@ -172,7 +172,7 @@ def _speed_probe(directory: str, seconds: float, threads: int, min_run_time: flo
     torch.set_num_threads(threads)
     model = MelHuBERT.from_pretrained(directory).eval()
     if sparse_kernels:
-        from .weight_pruning import with_sparse_kernels
+        from .compression.weight_pruning import with_sparse_kernels
 
         model = with_sparse_kernels(model)
     frames = int(round(seconds * 1000 / model.config.frame_ms))

@@ -20,8 +20,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .atomic import atomic_path
-from .features import N_MELS, FeatureStats, frames_per_stack
+from .data.atomic import atomic_path
+from .data.features import N_MELS, FeatureStats, frames_per_stack
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -42,6 +42,7 @@ class MelHuBERTConfig:
     ranks: dict[str, int] = field(default_factory=dict)  # "layers.3.ffn.fc1" -> rank of its factorisation
     head_ids: list[list[int]] = field(default_factory=list)  # original index of each kept head; [] = unpruned
     layer_ids: list[int] = field(default_factory=list)  # original index of each kept layer; [] = none removed
+    exits: bool = False  # anytime inference: a cluster head after every layer (the last one is `cluster_head`)
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
     dropout: float = 0.1
@@ -310,6 +311,7 @@ class MelHuBERTOutput:
     mask: torch.Tensor | None  # (B, T) True where the input was masked
     padding_mask: torch.Tensor | None  # (B, T) True at padded frames
     loss: torch.Tensor | None = None  # mean CE over masked, non-padded frames (when targets given)
+    training_loss: torch.Tensor | None = None  # what training minimises: `loss`, or the mean over anytime exits
     n_masked: int = 0  # frames the loss averages over
     correct: int = 0  # masked frames whose argmax equals the target
 
@@ -345,6 +347,9 @@ class MelHuBERT(nn.Module):
         self.input_dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(EncoderLayer(i, cfg) for i in range(cfg.depth))
         self.cluster_head = nn.Linear(cfg.d_model, cfg.n_clusters)
+        # the heads after layers 1 .. depth-1 of an anytime model (none otherwise)
+        self.exit_heads = nn.ModuleList(nn.Linear(cfg.d_model, cfg.n_clusters) for _ in range(cfg.depth - 1)
+                                        if cfg.exits)
         self.feature_stats = feature_stats  # the input normalisation; saved and loaded with the weights
 
     def forward(
@@ -359,7 +364,9 @@ class MelHuBERT(nn.Module):
 
         `mask` (B, T) zeroes those input frames (masked prediction); with `targets` (B, T; -100 to
         ignore) the loss is cross-entropy over masked, non-padded frames. `n_layers` stops early
-        (the first-N-layers depth baseline) and skips the cluster head.
+        (the first-N-layers depth baseline) and skips the cluster head, or, in an anytime model (`config.exits`),
+        uses that exit's head. `loss` is the last head's; an anytime model run whole trains on `training_loss`, the
+        mean of every exit's loss (the same as `loss` for any other model).
         """
         if feats.dim() != 3 or feats.shape[-1] != self.config.input_dim:
             raise ValueError(f"features must be (batch, frames, {self.config.input_dim}), got {tuple(feats.shape)}")
@@ -387,20 +394,38 @@ class MelHuBERT(nn.Module):
             x = layer(x, attn_mask)
             hidden.append(x)
         out = MelHuBERTOutput(hidden_states=hidden, logits=None, mask=mask, padding_mask=padding_mask)
-        if n_layers is not None and n_layers < self.config.depth:
+        ran = len(layers)
+        if ran < self.config.depth and not self.config.exits:
             return out
-        out.logits = self.cluster_head(x)
+        out.logits = (self.cluster_head if ran == self.config.depth else self.exit_heads[ran - 1])(x)
         if targets is not None:
             self._add_loss(out, targets.to(feats.device))
+            out.training_loss = out.loss
+            if self.config.exits and ran == self.config.depth and ran > 1:  # anytime training: every exit counts
+                exit_losses = [self._masked_loss(out, head(h), targets.to(feats.device))
+                               for head, h in zip(self.exit_heads, hidden[1:-1], strict=True)]
+                out.training_loss = (sum(exit_losses) + out.loss) / ran
         return out
 
     @staticmethod
-    def _add_loss(out: MelHuBERTOutput, targets: torch.Tensor) -> None:
+    def _counted(out: MelHuBERTOutput, targets: torch.Tensor) -> torch.Tensor:
+        """(B, T) True at the frames the loss counts: masked, not padded, with a target."""
         select = targets >= 0
         if out.mask is not None:
             select &= out.mask.to(targets.device)
         if out.padding_mask is not None:
             select &= ~out.padding_mask
+        return select
+
+    @staticmethod
+    def _masked_loss(out: MelHuBERTOutput, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of `logits` over the frames `out`'s loss counts."""
+        select = MelHuBERT._counted(out, targets)
+        return F.cross_entropy(logits[select].float(), targets[select], reduction="sum") / max(int(select.sum()), 1)
+
+    @staticmethod
+    def _add_loss(out: MelHuBERTOutput, targets: torch.Tensor) -> None:
+        select = MelHuBERT._counted(out, targets)
         logits = out.logits[select].float()  # float32 loss also under bfloat16 autocast
         tgt = targets[select]
         out.n_masked = int(tgt.numel())
@@ -473,15 +498,34 @@ class MelHuBERT(nn.Module):
     def drop_layers(self, remove: list[int]) -> MelHuBERT:
         """Remove whole Transformer layers in place (current indices); the next layer reads what the removed one
         would have; return the model. The config records the original index of every kept layer."""
+        if self.config.exits:
+            raise ValueError("an anytime model's exits belong to its layers: truncate it at an exit instead of "
+                             "removing layers")
         self.config = self.config.without_layers(remove)
         self.layers = nn.ModuleList(layer for i, layer in enumerate(self.layers) if i not in set(remove))
         return self
 
     def truncate(self, depth: int) -> MelHuBERT:
-        """Keep the first `depth` layers in place (the cluster head stays, fed by the last kept layer); return it."""
+        """Keep the first `depth` layers in place; return it. The cluster head stays, fed by the last kept layer, or,
+        in an anytime model, that layer's exit head becomes the cluster head."""
+        old_depth = self.config.depth
         self.config = self.config.truncated(depth)
+        if self.config.exits and depth < old_depth:
+            self.cluster_head = self.exit_heads[depth - 1]
+        self.exit_heads = self.exit_heads[: depth - 1] if self.config.exits else self.exit_heads
         self.layers = self.layers[:depth]
         return self
+
+    def with_exits(self) -> MelHuBERT:
+        """A copy with a cluster head after every layer (anytime inference), each starting as the cluster head."""
+        if self.config.exits:
+            raise ValueError("the model has exit heads already")
+        anytime = MelHuBERT(replace(self.config, exits=True), self.feature_stats)
+        missing, unexpected = anytime.load_state_dict(self.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith("exit_heads.") for k in missing), (missing, unexpected)
+        for head in anytime.exit_heads:
+            head.load_state_dict(self.cluster_head.state_dict())
+        return anytime.train(self.training)
 
     def content_hash(self) -> str:
         """A short hash of the configuration and every weight: equal for the same checkpoint, wherever it is loaded."""

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from melhubert_lib.frames import FrameStore
-from melhubert_lib.pretrain import SSLData
-from melhubert_lib.workspace import Workspace, open_workspace
+from melhubert_lib.data.frames import FrameStore
+from melhubert_lib.data.workspace import Workspace, open_workspace
+from melhubert_lib.training.pretrain import SSLData
 
 
 def segment_data(n_utts: int, n_classes: int, dim: int, seed: int) -> SSLData:

@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from melhubert_lib.attention_heads import attention_maps, classify, diagonal_share, head_statistics, vertical_share
-from melhubert_lib.frames import FrameStore
+from melhubert_lib.data.frames import FrameStore
 from melhubert_lib.model import MelHuBERT, preset
+from melhubert_lib.study.attention_heads import (
+    attention_maps,
+    classify,
+    diagonal_share,
+    head_statistics,
+    vertical_share,
+)
 
 
 def _model() -> MelHuBERT:

@@ -12,11 +12,11 @@ import torch
 from s3prl.nn import S3PRLUpstream
 from safetensors.torch import load_file
 
-from melhubert_lib.authors_checkpoint import import_checkpoint, read_authors_checkpoint, to_suite_model
 from melhubert_lib.cli import main
-from melhubert_lib.features import FeatureStats
+from melhubert_lib.data.authors_checkpoint import import_checkpoint, read_authors_checkpoint, to_suite_model
+from melhubert_lib.data.features import FeatureStats
 from melhubert_lib.model import MelHuBERT
-from melhubert_lib.s3prl_upstream import HUB_NAME, register
+from melhubert_lib.probes.s3prl_upstream import HUB_NAME, register
 
 FIXTURE = Path(os.environ.get("MELHUBERT_AUTHORS_CHECKPOINT_DIR",
                               Path(__file__).resolve().parents[2] / "shared" / "data" / "authors_checkpoint"))
@@ -100,7 +100,7 @@ def test_import_checkpoint_cli_writes_a_suite_checkpoint_that_loads_prunes_and_s
 
 def _suite_state_as_authors(model: MelHuBERT) -> dict[str, torch.Tensor]:
     """A suite model's weights under the authors' names (for files whose config the tests break on purpose)."""
-    from melhubert_lib.authors_checkpoint import suite_name
+    from melhubert_lib.data.authors_checkpoint import suite_name
 
     names = [f"encoder.layers.{i}.{part}.{kind}" for i in range(model.config.depth)
              for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",

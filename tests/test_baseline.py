@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from melhubert_lib import baseline
-from melhubert_lib.corpus import CorpusError
+from melhubert_lib.data.corpus import CorpusError
+from melhubert_lib.data.representations import hidden_states
+from melhubert_lib.data.workspace import model_inputs, open_workspace, split_utterances
 from melhubert_lib.model import MelHuBERT
-from melhubert_lib.representations import hidden_states
-from melhubert_lib.workspace import model_inputs, open_workspace, split_utterances
+from melhubert_lib.training import baseline
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_a_librispeech_root_without_the_pretraining_split_serves_the_splits_it_h
 
 
 def test_the_pretraining_split_of_real_data_can_span_several_split_folders(ws, tmp_path):
-    from melhubert_lib.corpus import PRETRAIN_SPLIT
+    from melhubert_lib.data.corpus import PRETRAIN_SPLIT
     from melhubert_lib.scales import get_scale
 
     assert get_scale("smoke").corpus.pretrain_splits == (PRETRAIN_SPLIT,)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from melhubert_lib.bootstrap import paired_rate_difference, paired_statistic, rate_interval
+from melhubert_lib.probes.bootstrap import paired_rate_difference, paired_statistic, rate_interval
 
 
 def test_a_system_against_itself_differs_by_exactly_zero():

@@ -7,10 +7,11 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from melhubert_lib import baseline, distillation, head_pruning, low_rank, weight_pruning
-from melhubert_lib.compression import RESULTS_FILE, compress_levels
+from melhubert_lib.compression import distillation, head_pruning, low_rank, weight_pruning
+from melhubert_lib.compression.levels import RESULTS_FILE, compress_levels
 from melhubert_lib.model import MelHuBERT
-from melhubert_lib.pretrain import evaluate_ssl
+from melhubert_lib.training import baseline
+from melhubert_lib.training.pretrain import evaluate_ssl
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from melhubert_lib.audio import SAMPLE_RATE, load_audio
-from melhubert_lib.corpus import (
+from melhubert_lib.data.audio import SAMPLE_RATE, load_audio
+from melhubert_lib.data.corpus import (
     KEYWORDS,
     PHONES,
     SILENCE,
@@ -29,14 +29,14 @@ from melhubert_lib.corpus import (
     read_speech_commands,
     read_voxceleb1,
 )
-from melhubert_lib.corpus import build as build_module
-from melhubert_lib.corpus.alignment import event_segments
-from melhubert_lib.corpus.espeak import ESpeak
-from melhubert_lib.corpus.phones import ACCENT_OVERRIDES, DEFAULT_MAPPING
-from melhubert_lib.corpus.plan import KEYWORDS as PLANNED_KEYWORDS
-from melhubert_lib.corpus.plan import clip_subsets, plan_corpus
-from melhubert_lib.corpus.speakers import ACCENTS, VARIANTS
-from melhubert_lib.corpus.text import SentenceGenerator, default_vocabulary
+from melhubert_lib.data.corpus import build as build_module
+from melhubert_lib.data.corpus.alignment import event_segments
+from melhubert_lib.data.corpus.espeak import ESpeak
+from melhubert_lib.data.corpus.phones import ACCENT_OVERRIDES, DEFAULT_MAPPING
+from melhubert_lib.data.corpus.plan import KEYWORDS as PLANNED_KEYWORDS
+from melhubert_lib.data.corpus.plan import clip_subsets, plan_corpus
+from melhubert_lib.data.corpus.speakers import ACCENTS, VARIANTS
+from melhubert_lib.data.corpus.text import SentenceGenerator, default_vocabulary
 from melhubert_lib.scales import get_scale
 
 SCALE = get_scale("smoke").corpus

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from melhubert_lib.batching import Batch
-from melhubert_lib.distillation import ClusterKL, distillation_ladder, first_layers, student_from_teacher
-from melhubert_lib.low_rank import ffn_unit_scores
+from melhubert_lib.compression.distillation import ClusterKL, distillation_ladder, first_layers, student_from_teacher
+from melhubert_lib.compression.ffn_shrink import ffn_unit_scores
+from melhubert_lib.data.batching import Batch
 from melhubert_lib.model import MelHuBERT, preset
 from melhubert_lib.scales import StudentShape
 
@@ -57,9 +57,9 @@ def test_a_student_without_layers_gets_its_own_message(depth):
 def test_layer_prediction_trains_its_heads_and_checkpoints_them(tiny_data, tmp_path):
     import dataclasses
 
-    from melhubert_lib.distillation import LayerPrediction, make_objective
-    from melhubert_lib.pretrain import STATE_NAME, train
+    from melhubert_lib.compression.distillation import LayerPrediction, make_objective
     from melhubert_lib.scales import get_scale
+    from melhubert_lib.training.pretrain import STATE_NAME, train
 
     teacher = _teacher()
     objective = make_objective("layers", teacher)

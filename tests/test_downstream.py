@@ -13,22 +13,30 @@ import pytest
 import torch
 from s3prl.nn import Featurizer, S3PRLUpstream
 
-from melhubert_lib import baseline
-from melhubert_lib.corpus import KEYWORDS, PHONES, SILENCE_LABEL, UNKNOWN_LABEL, CorpusError
-from melhubert_lib.downstream import LayerLayout, Probe, greedy_ctc, logits_loss, seeds_loss, train_probe, train_probes
+from melhubert_lib.data.corpus import KEYWORDS, PHONES, SILENCE_LABEL, UNKNOWN_LABEL, CorpusError
+from melhubert_lib.data.features import FeatureStats, model_input
+from melhubert_lib.data.frames import FrameStore
+from melhubert_lib.data.representations import hidden_states
+from melhubert_lib.data.results import append_rows
+from melhubert_lib.data.tasks import TaskData, TaskSpec, TaskSplit, get_task, load_task
+from melhubert_lib.data.workspace import model_inputs, split_utterances
 from melhubert_lib.efficiency import count_macs, measure, sparse_macs
-from melhubert_lib.evaluation import judging_key
-from melhubert_lib.features import FeatureStats, model_input
-from melhubert_lib.frames import FrameStore
-from melhubert_lib.layer_features import logmel_source, mean_pool, model_source, task_features
 from melhubert_lib.model import MelHuBERT, preset
-from melhubert_lib.representations import hidden_states
-from melhubert_lib.results import append_rows
-from melhubert_lib.s3prl_upstream import HUB_NAME, RECIPES, MelHuBERTUpstream, melhubert_suite, register
+from melhubert_lib.probes.judging import judging_key
+from melhubert_lib.probes.layer_features import logmel_source, mean_pool, model_source, task_features
+from melhubert_lib.probes.s3prl_upstream import HUB_NAME, RECIPES, MelHuBERTUpstream, melhubert_suite, register
+from melhubert_lib.probes.stacked_probes import CLIP_NORM, StackedLinearProbes
+from melhubert_lib.probes.superb import (
+    LayerLayout,
+    Probe,
+    greedy_ctc,
+    logits_loss,
+    seeds_loss,
+    train_probe,
+    train_probes,
+)
 from melhubert_lib.scales import DownstreamScale
-from melhubert_lib.stacked_probes import CLIP_NORM, StackedLinearProbes
-from melhubert_lib.tasks import TaskData, TaskSpec, TaskSplit, get_task, load_task
-from melhubert_lib.workspace import model_inputs, split_utterances
+from melhubert_lib.training import baseline
 
 
 def test_tasks_read_the_three_corpus_layouts(smoke_ws):
@@ -103,7 +111,7 @@ def test_task_features_are_computed_once_and_reused(smoke_ws, monkeypatch):
 
 def test_a_model_is_judged_on_inputs_normalised_and_stacked_as_it_was_trained(smoke_ws):
     """An imported checkpoint's own statistics and frame rate (here 10 ms on a 20 ms scale) shape its inputs."""
-    from melhubert_lib.audio import load_audio
+    from melhubert_lib.data.audio import load_audio
 
     task = load_task(smoke_ws, "KS")
     workspace_stats = baseline.feature_stats(smoke_ws)
@@ -390,7 +398,7 @@ def test_cli_efficiency_prints_the_report_of_a_checkpoint(tmp_path, capsys):
 
 
 def test_evaluate_reuses_the_rows_of_an_unchanged_source_and_retrains_a_changed_one(smoke_ws, monkeypatch):
-    import melhubert_lib.evaluation as evaluation
+    import melhubert_lib.probes.judging as evaluation
 
     ws = smoke_ws
     task = load_task(ws, "SID")
@@ -418,7 +426,7 @@ def test_evaluate_reuses_the_rows_of_an_unchanged_source_and_retrains_a_changed_
 
 
 def test_error_interval_averages_the_probe_seeds_and_brackets_their_mean(smoke_ws):
-    import melhubert_lib.evaluation as evaluation
+    import melhubert_lib.probes.judging as evaluation
 
     task = load_task(smoke_ws, "KS")
     source = model_source(MelHuBERT(preset("smoke")), "two-seeds")

@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from melhubert_lib.audio import AudioError, load_audio
-from melhubert_lib.features import FeatureStats, fbank, frames_per_stack, model_input, normalise, stack_frames
-from melhubert_lib.frames import cached, extract
+from melhubert_lib.data.audio import AudioError, load_audio
+from melhubert_lib.data.features import FeatureStats, fbank, frames_per_stack, model_input, normalise, stack_frames
+from melhubert_lib.data.frames import cached, extract
 
 REFERENCE = Path(os.environ.get("MELHUBERT_REFERENCE_DIR",
                                 Path(__file__).resolve().parents[2] / "shared" / "data" / "melhubert_reference"))

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from melhubert_lib.batching import Crop, collate
-from melhubert_lib.frames import FrameStore, FrameWriter, cached, extract, is_store
-from melhubert_lib.pretrain import rank_rows
-from melhubert_lib.workspace import model_inputs
+from melhubert_lib.data.batching import Crop, collate
+from melhubert_lib.data.frames import FrameStore, FrameWriter, cached, extract, is_store
+from melhubert_lib.data.workspace import model_inputs
+from melhubert_lib.training.pretrain import rank_rows
 
 
 def _arrays(seed: int = 0) -> list[np.ndarray]:
@@ -51,8 +51,8 @@ def test_a_failed_or_inconsistent_write_leaves_nothing(tmp_path):
 
 
 def test_extraction_streamed_to_disk_equals_extraction_in_memory(tmp_path, smoke_ws):
-    from melhubert_lib.features import fbank
-    from melhubert_lib.workspace import split_utterances
+    from melhubert_lib.data.features import fbank
+    from melhubert_lib.data.workspace import split_utterances
 
     utts = split_utterances(smoke_ws, "dev-clean")[:5]
     paths, ids = [u.path for u in utts], [u.utt_id for u in utts]

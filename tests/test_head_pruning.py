@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
+from melhubert_lib.compression.head_pruning import head_importance, head_l1_scores, select_heads
 from melhubert_lib.efficiency import count_macs
-from melhubert_lib.head_pruning import head_importance, head_l1_scores, select_heads
 from melhubert_lib.model import MelHuBERT, preset
 
 

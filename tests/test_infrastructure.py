@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from melhubert_lib import efficiency
-from melhubert_lib.atomic import atomic_path, write_json_atomic
 from melhubert_lib.cli import main
-from melhubert_lib.frames import FrameStore, cached
+from melhubert_lib.data.atomic import atomic_path, write_json_atomic
+from melhubert_lib.data.frames import FrameStore, cached
 from melhubert_lib.model import MelHuBERT, preset
 from melhubert_lib.scales import get_scale
 
@@ -144,7 +144,7 @@ def test_a_figure_is_written_with_the_table_it_is_drawn_from(tmp_path):
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from melhubert_lib.plotting import save_figure
+    from melhubert_lib.study.plotting import save_figure
 
     table = pd.DataFrame({"source": ["a", "b"], "error": [0.25, 0.5], "error_lo": [0.2, 0.4], "error_hi": [0.3, 0.6]})
     fig, ax = plt.subplots()

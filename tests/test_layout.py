@@ -50,10 +50,47 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_library_has_no_import_cycle():
     graph = _module_imports()
-    assert "melhubert_lib.model" in graph["melhubert_lib.methods"]  # the graph sees relative imports
+    assert "melhubert_lib.model" in graph["melhubert_lib.compression.methods"]  # the graph sees relative imports
     assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph))}"
 
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+STAGES = ("data", "training", "compression", "probes", "study")  # the pipeline's order
+TOP_LEVEL_ENTRY_POINTS = {"melhubert_lib", "melhubert_lib.cli", "melhubert_lib.__main__"}
+
+
+def _stage(module: str) -> str | None:
+    """The stage package a module belongs to (None: a top-level module such as model or scales)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) >= 2 and parts[1] in STAGES else None
+
+
+def _backward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Module-level imports that point from a stage to a later one, or from a top-level module (but the entry
+    points) into any stage after data."""
+    wrong = []
+    for module, deps in graph.items():
+        for dep in sorted(deps):
+            here, there = _stage(module), _stage(dep)
+            if here and there and STAGES.index(there) > STAGES.index(here):
+                wrong.append(f"{module} -> {dep}")
+            elif here is None and module not in TOP_LEVEL_ENTRY_POINTS and there not in (None, "data"):
+                wrong.append(f"{module} -> {dep}")
+    return wrong
+
+
+def test_no_stage_imports_a_later_one():
+    graph = _module_imports()
+    assert {_stage(m) for m in graph} == {*STAGES, None}
+    assert _backward_imports(graph) == []
+
+
+def test_the_stage_order_check_finds_a_backward_import():
+    graph = {"melhubert_lib.data.frames": {"melhubert_lib.probes.superb"}, "melhubert_lib.model": {
+        "melhubert_lib.training.pretrain"}, "melhubert_lib.study.questions": {"melhubert_lib.data.frames"}}
+    assert _backward_imports(graph) == ["melhubert_lib.data.frames -> melhubert_lib.probes.superb",
+                                        "melhubert_lib.model -> melhubert_lib.training.pretrain"]

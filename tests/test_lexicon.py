@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from melhubert_lib import tasks
-from melhubert_lib.corpus import SILENCE, read_librispeech
-from melhubert_lib.corpus.espeak import ESpeak
-from melhubert_lib.corpus.lexicon import read_words
-from melhubert_lib.corpus.phones import phone_classes
-from melhubert_lib.tasks import load_task
-from melhubert_lib.workspace import open_workspace
+from melhubert_lib.data import tasks
+from melhubert_lib.data.corpus import SILENCE, read_librispeech
+from melhubert_lib.data.corpus.espeak import ESpeak
+from melhubert_lib.data.corpus.lexicon import read_words
+from melhubert_lib.data.corpus.phones import phone_classes
+from melhubert_lib.data.tasks import load_task
+from melhubert_lib.data.workspace import open_workspace
 
 
 def test_words_are_read_as_the_cmu_dictionary_writes_them_and_non_words_are_reported():
@@ -77,7 +77,7 @@ def test_the_synthetic_corpus_keeps_its_alignment_labels(smoke_ws, monkeypatch):
 def test_the_frame_level_phone_probe_says_why_it_skips_a_corpus_without_phone_times(smoke_ws, tmp_path):
     import numpy as np
 
-    from melhubert_lib.phone_probe import NO_ALIGNMENT, frame_phone_labels, has_alignments
+    from melhubert_lib.probes.phone_probe import NO_ALIGNMENT, frame_phone_labels, has_alignments
 
     root = tmp_path / "LibriSpeech"
     shutil.copytree(smoke_ws.librispeech / "dev-clean", root / "dev-clean",

@@ -7,11 +7,12 @@ import copy
 import pytest
 import torch
 
-from melhubert_lib import baseline, weight_pruning
 from melhubert_lib.cli import main
-from melhubert_lib.methods import METHODS, get_method
+from melhubert_lib.compression import weight_pruning
+from melhubert_lib.compression.methods import METHODS, get_method
 from melhubert_lib.model import MelHuBERT
-from melhubert_lib.plotting import METHOD_COLOURS
+from melhubert_lib.study.plotting import METHOD_COLOURS
+from melhubert_lib.training import baseline
 
 
 def test_every_registered_method_has_a_family_the_figures_draw():
@@ -61,11 +62,11 @@ def test_a_checkpoint_trained_elsewhere_is_compressed_on_its_own_cluster_heads_l
 
     import numpy as np
 
-    from melhubert_lib.audio import load_audio
-    from melhubert_lib.features import FeatureStats, model_input
+    from melhubert_lib.data.audio import load_audio
+    from melhubert_lib.data.features import FeatureStats, model_input
+    from melhubert_lib.data.workspace import split_utterances
     from melhubert_lib.model import preset
-    from melhubert_lib.study import read_results
-    from melhubert_lib.workspace import split_utterances
+    from melhubert_lib.study.questions import read_results
 
     stats = baseline.feature_stats(smoke_ws)
     torch.manual_seed(3)
@@ -91,7 +92,7 @@ def test_a_checkpoint_trained_elsewhere_is_compressed_on_its_own_cluster_heads_l
 
 
 def test_layer_pruning_removes_the_layer_whose_absence_costs_the_least_held_out_loss(smoke_ws):
-    from melhubert_lib.pretrain import evaluate_ssl
+    from melhubert_lib.training.pretrain import evaluate_ssl
 
     base = baseline.pretrain_baseline(smoke_ws)
     teacher = MelHuBERT.from_pretrained(base.model_dir)
@@ -104,3 +105,18 @@ def test_layer_pruning_removes_the_layer_whose_absence_costs_the_least_held_out_
     assert (table.finetune_steps.iloc[1:] > 0).all()
     kept = run.model(1).config.layer_ids
     assert kept == ([1] if without_first < without_last else [0])  # smoke: 2 layers, one level
+
+
+def test_an_anytime_run_trains_once_and_cuts_that_model_at_every_exit(smoke_ws):
+    run = get_method("anytime-teacher").run(smoke_ws)
+    table = run.table()
+    depth = MelHuBERT.from_pretrained(baseline.pretrain_baseline(smoke_ws).model_dir).config.depth
+    assert table.setting.iloc[1:].tolist() == [float(d) for d in range(depth, 0, -1)]
+    assert table.finetune_steps.iloc[1] > 0 and (table.finetune_steps.iloc[2:] == 0).all()
+    whole = run.model(1).eval()
+    assert whole.config.exits and len(whole.exit_heads) == depth - 1
+    x = torch.randn(1, 30, whole.config.input_dim)
+    for level in range(2, depth + 1):
+        cut = run.model(level).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(cut(x).logits, whole(x, n_layers=cut.config.depth).logits)

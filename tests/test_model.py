@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from melhubert_lib.features import FeatureStats
+from melhubert_lib.data.features import FeatureStats
 from melhubert_lib.model import LowRankLinear, MelHuBERT, compute_span_mask, preset
 
 
@@ -234,3 +234,45 @@ def test_a_layer_pruned_model_equals_the_original_with_those_layers_skipped(tmp_
         pruned.drop_layers([0])
     with pytest.raises(ValueError, match=r"layers \[3\] do not exist: the model has 3"):
         model.drop_layers([3])
+
+
+def test_every_exit_of_an_anytime_model_equals_the_model_truncated_there(tmp_path):
+    torch.manual_seed(0)
+    base = MelHuBERT(_odd_config()).eval()
+    anytime = base.with_exits().eval()
+    x, lengths = torch.randn(2, 30, 80), torch.tensor([30, 21])
+    with torch.no_grad():
+        torch.testing.assert_close(anytime(x, lengths).logits, base(x, lengths).logits)  # the whole model unchanged
+        for head in anytime.exit_heads:  # every exit head starts as the cluster head
+            assert torch.equal(head.weight, base.cluster_head.weight) and torch.equal(head.bias, base.cluster_head.bias)
+            head.weight.add_(torch.randn_like(head.weight))  # then each its own, so a wrong head would show
+    saved = anytime.save_pretrained(tmp_path / "anytime")
+    for depth in range(1, anytime.config.depth + 1):
+        cut = MelHuBERT.from_pretrained(saved).truncate(depth).eval()
+        with torch.no_grad():
+            early, alone = anytime(x, lengths, n_layers=depth), cut(x, lengths)
+        torch.testing.assert_close(early.logits, alone.logits)
+        for a, b in zip(early.hidden_states, alone.hidden_states, strict=True):
+            torch.testing.assert_close(a, b)
+        assert MelHuBERT.from_pretrained(cut.save_pretrained(tmp_path / f"exit-{depth}")).config.depth == depth
+    with pytest.raises(ValueError, match="truncate it at an exit"):
+        anytime.drop_layers([0])
+    with pytest.raises(ValueError, match="exit heads already"):
+        anytime.with_exits()
+
+
+def test_an_anytime_model_trains_on_the_mean_of_its_exits_losses_and_reports_the_last():
+    torch.manual_seed(0)
+    model = MelHuBERT(preset("smoke")).with_exits()
+    x, y = torch.randn(2, 40, 80), torch.randint(0, 16, (2, 40))
+    mask = torch.zeros(2, 40, dtype=torch.bool)
+    mask[:, 5:25] = True
+    out = model(x, targets=y, mask=mask)
+    per_exit = []
+    for depth in (1, 2):
+        logits = model(x, mask=mask, n_layers=depth).logits
+        per_exit.append(torch.nn.functional.cross_entropy(logits[mask], y[mask]))
+    torch.testing.assert_close(out.loss, per_exit[-1])
+    torch.testing.assert_close(out.training_loss, sum(per_exit) / 2)
+    plain = MelHuBERT(preset("smoke"))(x, targets=y, mask=mask)
+    assert plain.training_loss is plain.loss

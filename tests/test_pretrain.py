@@ -15,7 +15,8 @@ import torch.multiprocessing as mp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from melhubert_lib.model import MelHuBERT, preset
-from melhubert_lib.pretrain import (
+from melhubert_lib.scales import PretrainScale
+from melhubert_lib.training.pretrain import (
     TRAIN_LOSS_TAG,
     Plateau,
     SSLData,
@@ -25,7 +26,6 @@ from melhubert_lib.pretrain import (
     resolve_precision,
     train,
 )
-from melhubert_lib.scales import PretrainScale
 
 SCHED = PretrainScale(steps=8, lr=2e-3, batch_seconds=1.6, crop_seconds=0.6, warmup_steps=2, decay="cosine",
                       log_every=1, eval_every=4, checkpoint_every=2)
@@ -198,7 +198,7 @@ DDP_SCHED = dataclasses.replace(SCHED, steps=4, batch_seconds=4.8, grad_accum=2)
 
 
 def test_ddp_schedule_gives_every_process_real_rows(tiny_data):
-    from melhubert_lib.batching import epoch_batches
+    from melhubert_lib.data.batching import epoch_batches
 
     lengths = tiny_data["train"].feats.lengths()
     batches = epoch_batches(lengths, crop_frames=30, batch_frames=240, seed=0, epoch=0)[: DDP_SCHED.steps]

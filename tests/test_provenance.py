@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-from melhubert_lib import provenance
-from melhubert_lib.provenance import code_version, differing_parts, fingerprint, plain
+from melhubert_lib.data import provenance
+from melhubert_lib.data.provenance import code_version, differing_parts, fingerprint, plain
 from melhubert_lib.scales import PretrainScale
 
 
@@ -20,7 +20,7 @@ def test_code_version_follows_the_source_of_the_named_modules(tmp_path, monkeypa
     module.write_text("STEP = 2\n")
     provenance._source_hash.cache_clear()  # one process reads a source once; this test edits it
     assert code_version("stage_under_test") != before
-    assert code_version("stage_under_test", "melhubert_lib.frames") != code_version("stage_under_test")
+    assert code_version("stage_under_test", "melhubert_lib.data.frames") != code_version("stage_under_test")
 
 
 def test_fingerprints_and_differing_parts_see_nested_recipe_changes():
@@ -36,7 +36,7 @@ def test_fingerprints_and_differing_parts_see_nested_recipe_changes():
 def test_a_frame_stores_hash_follows_its_frames_boundaries_and_ids():
     import numpy as np
 
-    from melhubert_lib.frames import FrameStore
+    from melhubert_lib.data.frames import FrameStore
 
     def store(data, ids=("a", "b")):
         return FrameStore.from_arrays([np.asarray(d, np.float32) for d in data], list(ids))

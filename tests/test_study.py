@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melhubert_lib import baseline
-from melhubert_lib.compression import RESULTS_FILE
-from melhubert_lib.study import (
+from melhubert_lib.compression.levels import RESULTS_FILE
+from melhubert_lib.study.questions import (
     best_within_budget,
     budget_winners,
     checkpoints_to_judge,
@@ -31,6 +30,7 @@ from melhubert_lib.study import (
     tied_with,
     with_error,
 )
+from melhubert_lib.training import baseline
 
 
 @pytest.mark.parametrize("n_levels,per_run", [(7, 2), (6, 3), (3, 1), (5, 5), (2, 4), (13, 4)])
@@ -105,7 +105,7 @@ def test_finetune_band_repeats_a_seed_exactly_and_resumes(smoke_ws):
 
 def _utterance_results(tmp_path, errors: dict[str, np.ndarray], units: np.ndarray) -> SimpleNamespace:
     """A workspace stand-in whose per-utterance PR results hold `errors` per source, the same for probe seeds 0, 1."""
-    from melhubert_lib.evaluation import UTTERANCES_FILE
+    from melhubert_lib.probes.judging import UTTERANCES_FILE
 
     rows = [{"source": src, "key": src, "task": "PR", "seed": seed, "metric": "PER", "utterance": i, "errors": e,
              "units": u}
@@ -139,7 +139,7 @@ def test_rank_correlation_resolves_a_monotone_relation_and_not_a_symmetric_one()
 
 
 def test_depth_matters_only_with_every_gap_resolved_the_aim_reached_and_a_layer_weighted_most():
-    from melhubert_lib.learning_check import DepthCheck
+    from melhubert_lib.probes.baseline_checks import DepthCheck
 
     def check(gaps: list[tuple[str, str, float, float]], weights: list[float]) -> DepthCheck:
         table = pd.DataFrame(gaps, columns=["shallower", "deeper", "gap", "gap_lo"]).assign(gap_hi=lambda d: d.gap + 1)

@@ -7,14 +7,14 @@ import dataclasses
 import pytest
 import torch
 
-from melhubert_lib import baseline
-from melhubert_lib.batching import Crop, collate
-from melhubert_lib.downstream import probe_loss, train_probe
-from melhubert_lib.head_pruning import pruning_step
-from melhubert_lib.layer_features import model_source, split_inputs, task_features
+from melhubert_lib.compression.head_pruning import pruning_step
+from melhubert_lib.data.batching import Crop, collate
+from melhubert_lib.data.tasks import SPLITS, load_task
 from melhubert_lib.model import MelHuBERT
-from melhubert_lib.task_aware import _batch_loss, task_head_importance
-from melhubert_lib.tasks import SPLITS, load_task
+from melhubert_lib.probes.layer_features import model_source, split_inputs, task_features
+from melhubert_lib.probes.superb import probe_loss, train_probe
+from melhubert_lib.probes.task_aware import _batch_loss, task_head_importance
+from melhubert_lib.training import baseline
 
 
 @pytest.fixture(scope="module")

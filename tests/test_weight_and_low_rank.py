@@ -7,18 +7,11 @@ import copy
 import pytest
 import torch
 
-from melhubert_lib.low_rank import (
-    energy_ranks,
-    factorisable,
-    factorise,
-    ffn_step,
-    ffn_unit_scores,
-    shrink_ffn,
-    uniform_ranks,
-)
+from melhubert_lib.compression.ffn_shrink import ffn_step, ffn_unit_scores, shrink_ffn
+from melhubert_lib.compression.low_rank import energy_ranks, factorisable, factorise, uniform_ranks
+from melhubert_lib.compression.weight_pruning import keep_zeros, prunable, prune_to_sparsity, sparsity
 from melhubert_lib.model import LowRankLinear, MelHuBERT, preset
 from melhubert_lib.scales import get_scale
-from melhubert_lib.weight_pruning import keep_zeros, prunable, prune_to_sparsity, sparsity
 
 
 def _model() -> MelHuBERT:
@@ -123,7 +116,7 @@ def test_an_ffn_shrink_to_a_width_not_below_the_current_one_says_so(width):
 
 
 def test_svd_refuses_a_weight_pruned_model():
-    from melhubert_lib.weight_pruning import prune_to_sparsity as prune
+    from melhubert_lib.compression.weight_pruning import prune_to_sparsity as prune
 
     model = prune(_model(), 0.5)
     with pytest.raises(ValueError, match="weight-pruned"):
@@ -131,7 +124,7 @@ def test_svd_refuses_a_weight_pruned_model():
 
 
 def test_sparse_kernels_compute_the_same_outputs():
-    from melhubert_lib.weight_pruning import with_sparse_kernels
+    from melhubert_lib.compression.weight_pruning import with_sparse_kernels
 
     model = prune_to_sparsity(_model(), 0.9)
     x = torch.randn(2, 25, 80)

@@ -1,0 +1,1 @@
+"""Compression: the level driver, the method registry and one module per method."""

@@ -1,0 +1,36 @@
+"""Layer pruning: remove whole Transformer layers, the least important first, one at a time.
+
+A layer's importance is the held-out masked-prediction loss of the model with that layer skipped (the next layer
+reads what it would have read): the layer whose absence raises the loss least goes first. Each removal re-scores
+the layers that are left. The pruned model keeps the original index of every layer in its config.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from ..model import MelHuBERT
+from ..training.pretrain import SSLData, evaluate_ssl
+from .levels import Step
+
+
+def layer_importance(model: MelHuBERT, data: SSLData) -> list[float]:
+    """Per layer, the held-out masked-prediction loss of the model without it (higher: the layer matters more)."""
+    return [evaluate_ssl(copy.deepcopy(model).drop_layers([i]), data).loss for i in range(model.config.depth)]
+
+
+def pruning_step(data: SSLData) -> Step:
+    """A compression step that removes the least important layers, one at a time, until `layers_kept` are left."""
+
+    def step(model: MelHuBERT, layers_kept: float) -> MelHuBERT:
+        depth, kept = model.config.depth, int(layers_kept)
+        if not 1 <= kept < depth:
+            raise ValueError(f"cannot go from {depth} layers to {kept}: keep at least one, and remove at least one")
+        pruned = copy.deepcopy(model)
+        while pruned.config.depth > kept:
+            pruned.drop_layers([int(np.argmin(layer_importance(pruned, data)))])
+        return pruned
+
+    return step

@@ -1,0 +1,174 @@
+"""One interface for every compression method: a checkpoint and a list of levels in, a checkpoint per level out.
+
+Each level applies the method's step (to the previous level's fine-tuned model, or to the teacher for
+one-shot methods), measures the held-out SSL loss, fine-tunes on masked prediction with the same
+targets, measures again, and records size and speed. Levels live in `runs/<run>/level-NN/`; a level
+counts as done once its `level.json` exists, so an interrupted run continues from its last completed
+level (and inside a level, training resumes from its checkpoint). A level's record carries its provenance
+(method, setting, the level it started from, the fine-tuning schedule, the data and the code of the method);
+a stored level asked for with other provenance is refused, naming what differs. Rows go to
+`results/compression.csv`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import types
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..data.atomic import write_json_atomic
+from ..data.provenance import code_version, differing_parts, fingerprint, plain
+from ..data.results import append_rows
+from ..data.workspace import Workspace
+from ..efficiency import EFFICIENCY_CACHE, measure
+from ..model import MelHuBERT
+from ..scales import PretrainScale
+from ..training.pretrain import Objective, Plateau, SSLData, SSLMetrics, evaluate_ssl, train
+
+RESULTS_FILE = "compression.csv"
+Step = Callable[[MelHuBERT, float], MelHuBERT]
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """A run's levels: the setting of each (in order) and the step that compresses a model to a setting."""
+
+    settings: list[float]
+    step: Step
+
+
+@dataclass
+class LevelRecord:
+    """One compression level: its setting, checkpoint, SSL metrics before/after fine-tuning, and cost."""
+
+    method: str
+    run: str
+    level: int  # 0 is the uncompressed starting point
+    setting: float  # the method's knob (heads kept, sparsity, kept fraction, FFN width, depth)
+    model_dir: str  # relative to the workspace root (work/<scale>), so notebooks and the CLI agree
+    loss_before: float
+    accuracy_before: float
+    loss_after: float
+    accuracy_after: float
+    params: int
+    nonzero_params: int
+    macs_per_second: float
+    sparse_macs_per_second: float
+    rtf: float
+    finetune_steps: int
+
+
+@dataclass
+class CompressionRun:
+    """All levels of one run, level 0 first."""
+
+    records: list[LevelRecord]
+    root: Path  # the workspace root the records' model_dir are relative to
+
+    def table(self) -> pd.DataFrame:
+        """One row per level."""
+        return pd.DataFrame([asdict(r) for r in self.records])
+
+    def model(self, level: int) -> MelHuBERT:
+        """The checkpoint of `level`."""
+        return MelHuBERT.from_pretrained(self.root / self.records[level].model_dir)
+
+
+def compress_levels(ws: Workspace, method: str, run: str, start_dir: str | Path, settings: list[float], step: Step,
+                    data: dict[str, SSLData], finetune: PretrainScale | None, iterative: bool = True,
+                    prepare: Callable[[MelHuBERT], None] | None = None, threads: int = 1,
+                    objective: Objective | None = None, results_file: str = RESULTS_FILE,
+                    plateau: Plateau | None = None, trained_levels: int | None = None) -> CompressionRun:
+    """Compress the checkpoint in `start_dir` to every setting in turn, fine-tuning after each step.
+
+    `finetune` None keeps each level as the step made it (the first-N-layers truncation: no training).
+    `iterative`: each level starts from the previous level's fine-tuned model (pruning schedules);
+    otherwise from the starting model (one-shot methods such as a given SVD rank). `prepare` runs on
+    each model before fine-tuning (e.g. gradient masks that keep pruned weights at zero); `objective`
+    replaces masked prediction during fine-tuning (distillation); `plateau` ends each level's fine-tuning once the
+    held-out loss stopped falling (the authors' plateau gate; `finetune.steps` is then the most a level may take).
+    `trained_levels`: only the first that many levels train; the later ones are kept as their step made them (an
+    anytime model's exits: trained once, then cut at each exit).
+    Rows go to `results/<results_file>`
+    (side experiments keep their own file, out of the study's compression table).
+    """
+    root = ws.run_dir(run)
+    valid = data["pretrain-valid"]
+    teacher = MelHuBERT.from_pretrained(start_dir)
+    code = code_version(__name__, *{_module_of(f) for f in (step, prepare, objective) if f is not None})
+    common = {"method": method, "start": teacher.content_hash(), "code": code, "iterative": iterative,
+              "data": {part: d.content_hash() for part, d in sorted(data.items())}}
+
+    def measure_start() -> LevelRecord:  # level 0: the starting model, before = after
+        metrics = evaluate_ssl(teacher, valid)
+        return _measure(ws, method, run, 0, 0.0, Path(start_dir), teacher, metrics, metrics, 0, threads)
+
+    provenance = {**common, "level": 0}
+    records = [_record(root / "level-00", measure_start, provenance)]
+    model = teacher
+    for level, setting in enumerate(tqdm(settings, desc=f"{method} levels", leave=False), 1):
+        origin = model if iterative else teacher
+        schedule = finetune if trained_levels is None or level <= trained_levels else None
+        # an iterative level starts from the previous one, so it inherits that level's provenance
+        provenance = {**common, "level": level, "setting": float(setting), "finetune": schedule,
+                      "plateau": plateau, "origin": fingerprint(provenance) if iterative else "start"}
+        records.append(_record(root / f"level-{level:02d}", lambda o=origin, lv=level, st=setting, pv=provenance,
+                               sc=schedule: _run_level(ws, method, run, lv, st, step(o, st), data, sc, prepare,
+                                                       threads, objective, plateau, pv), provenance))
+        model = MelHuBERT.from_pretrained(ws.root / records[-1].model_dir)
+    out = CompressionRun(records, ws.root)
+    append_rows(ws.results / results_file, out.table(), ["run", "level"])
+    return out
+
+
+def _run_level(ws: Workspace, method: str, run: str, level: int, setting: float, compressed: MelHuBERT,
+               data: dict[str, SSLData], finetune: PretrainScale | None, prepare: Callable[[MelHuBERT], None] | None,
+               threads: int, objective: Objective | None, plateau: Plateau | None, provenance: dict) -> LevelRecord:
+    if finetune is None:  # kept as made: stored and measured without training
+        model_dir = compressed.save_pretrained(ws.run_dir(run) / f"level-{level:02d}" / "model")
+        metrics = evaluate_ssl(compressed, data["pretrain-valid"])
+        return _measure(ws, method, run, level, setting, model_dir, compressed, metrics, metrics, 0, threads)
+    result = train(compressed, data["pretrain-train"], data["pretrain-valid"], finetune,
+                   ws.run_dir(run) / f"level-{level:02d}", seed=ws.seed, prepare=prepare, objective=objective,
+                   plateau=plateau, provenance={"level": fingerprint(provenance)})
+    tuned = MelHuBERT.from_pretrained(result.model_dir)
+    return _measure(ws, method, run, level, setting, result.model_dir, tuned, result.initial, result.final,
+                    result.steps, threads)
+
+
+def _record(level_dir: Path, build: Callable[[], LevelRecord], provenance: dict) -> LevelRecord:
+    """The level's stored record, or build and store it (written last: it marks the level done)."""
+    path = level_dir / "level.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        recorded = stored.pop("provenance", None)
+        changed = differing_parts(recorded or {}, provenance)
+        if changed:
+            raise ValueError(f"{path}: the level was made from other {', '.join(changed)} than asked for now "
+                             f"({'none recorded' if recorded is None else 'recorded beside it'}); use a new run name "
+                             "for a new recipe, or delete the run folder (or `make clean-work`) to make it again")
+        return LevelRecord(**stored)
+    record = build()
+    write_json_atomic(path, {**asdict(record), "provenance": plain(provenance)})
+    return record
+
+
+def _module_of(hook: object) -> str:
+    """The module that defines a step, hook or objective (partials unwrapped; objects by their class)."""
+    hook = getattr(hook, "func", hook)
+    return hook.__module__ if isinstance(hook, types.FunctionType | types.MethodType) else type(hook).__module__
+
+
+def _measure(ws: Workspace, method: str, run: str, level: int, setting: float, model_dir: Path, model: MelHuBERT,
+             before: SSLMetrics, after: SSLMetrics, steps: int, threads: int) -> LevelRecord:
+    cost = measure(model, threads=threads, cache_dir=ws.cache / EFFICIENCY_CACHE)
+    rel = os.path.relpath(Path(model_dir).resolve(), ws.root.resolve())
+    return LevelRecord(method, run, level, float(setting), rel, before.loss, before.accuracy, after.loss,
+                       after.accuracy, cost.params, cost.nonzero_params, cost.macs_per_second,
+                       cost.sparse_macs_per_second, cost.rtf, steps)

@@ -1,0 +1,372 @@
+"""SUPERB-style probes on frozen features: s3prl's Featurizer (softmax weights over layers) + a task head.
+
+Heads: PR, a linear layer with CTC over phones; ASR, a small BiLSTM with character CTC; SID and KS,
+mean pooling + a linear layer. Each probe trains on the train split, keeps the epoch with the best
+dev score and reports test. The probe standardises its input per layer and dimension with train-split
+statistics before the Featurizer (a fixed affine map, stored in the probe: it changes no information,
+only conditioning), so a trained probe can be applied to fresh hidden states of the same upstream.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rapidfuzz.distance import Levenshtein
+from s3prl.nn import Featurizer
+from torch import nn
+
+from ..data.frames import FrameStore
+from ..data.tasks import SPLITS, TaskData
+from ..data.workspace import Workspace
+from ..scales import DownstreamScale
+from .layer_features import FeatureSource, task_features
+from .stacked_probes import CLIP_NORM, StackedLinearProbes
+
+BATCH_FRAMES = 4_000  # sequence tasks: frames per batch (small batches: more updates per second on CPU)
+BATCH_UTTERANCES = 64  # utterance tasks
+
+
+@dataclass(frozen=True)
+class LayerLayout:
+    """The three facts s3prl's Featurizer reads from an upstream (it keeps nothing else)."""
+
+    num_layers: int
+    hidden_sizes: list[int]
+    downsample_rates: list[int]
+
+
+@dataclass
+class TaskResult:
+    """One probe: its metrics on dev (selection) and test, and the Featurizer's learned layer weights.
+
+    `dev` and `test` map metric name -> value: the task's metric, plus CER for ASR.
+    """
+
+    source: str
+    task: str
+    metric: str  # the task's headline metric (a key of dev and test)
+    seed: int
+    dev: dict[str, float]
+    test: dict[str, float]
+    best_epoch: int
+    layer_weights: list[float]
+    train_seconds: float
+    probe: Probe | None = field(default=None, repr=False, compare=False)  # the selected epoch's probe
+    # per metric and test utterance, in split order: errors (edits, or 1 if misclassified) and units (reference
+    # tokens, or 1): what bootstrap intervals resample
+    test_errors: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    test_units: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+
+class Probe(nn.Module):
+    """Standardisation, the Featurizer over the layers, an optional BiLSTM, then a linear output layer."""
+
+    def __init__(self, layout: LayerLayout, n_out: int, mean: torch.Tensor, std: torch.Tensor, lstm_hidden: int = 0,
+                 lstm_layers: int = 1) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)  # (L, D) train-split statistics of the features
+        self.register_buffer("std", std)
+        self.featurizer = Featurizer(layout)
+        width = layout.hidden_sizes[0]
+        self.lstm = (nn.LSTM(width, lstm_hidden, lstm_layers, batch_first=True, bidirectional=True)
+                     if lstm_hidden else None)
+        self.out = nn.Linear(2 * lstm_hidden if lstm_hidden else width, n_out)
+
+    def forward(self, layers: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, L, D) features and (B,) lengths -> (B, T, n_out) logits."""
+        return self.head(self.standardize(layers), lengths)
+
+    def standardize(self, layers: torch.Tensor) -> torch.Tensor:
+        """Features in the probe's standard units (the same for every seed's probe of one upstream and task)."""
+        return (layers - self.mean) / self.std
+
+    def head(self, layers: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Standardised (B, T, L, D) features -> (B, T, n_out) logits."""
+        hs, _ = self.featurizer(list(layers.unbind(2)), [lengths] * layers.shape[2])
+        if self.lstm is not None:
+            # padded rather than packed: packed LSTM backward is ~18x slower on CPU; batches are grouped by
+            # length and padding is zero, so the backward direction starts from a few zero frames at most
+            hs = self.lstm(hs.masked_fill(_padding(lengths, hs.shape[1])[..., None], 0.0))[0]
+        return self.out(hs)
+
+    def layer_weights(self) -> list[float]:
+        """Softmax weight of each layer ([1.0] for a single-layer source)."""
+        if not hasattr(self.featurizer, "weights"):
+            return [1.0]
+        return F.softmax(self.featurizer.weights.detach(), dim=-1).tolist()
+
+
+def evaluate_source(ws: Workspace, source: FeatureSource, tasks: list[TaskData],
+                    settings: DownstreamScale | None = None, seeds: tuple[int, ...] | None = None) -> list[TaskResult]:
+    """Train and score a probe per task and seed on `source`'s cached layers (all seeds of a task in one pass)."""
+    settings = settings or ws.scale.downstream
+    seeds = tuple(seeds if seeds is not None else settings.seeds)
+    results = []
+    for task in tasks:
+        feats = {s: task_features(ws, source, task, s) for s in SPLITS}
+        results += train_probes(source.name, task, feats, settings, seeds)
+    return results
+
+
+def train_probe(source: str, task: TaskData, feats: dict[str, FrameStore], settings: DownstreamScale,
+                seed: int) -> TaskResult:
+    """Train one probe for `task` on per-split layer features; select the epoch on dev, score test."""
+    return train_probes(source, task, feats, settings, (seed,))[0]
+
+
+def train_probes(source: str, task: TaskData, feats: dict[str, FrameStore], settings: DownstreamScale,
+                 seeds: tuple[int, ...], order_seed: int | None = None) -> list[TaskResult]:
+    """Train one probe per seed in a single pass over the data; each selects its own epoch on dev.
+
+    The seeds differ in their probes' initialisation; they share the batches (shuffled by `order_seed`, default the
+    first seed) and each batch is read and standardised once for all of them. A seed's probe is computed exactly as
+    it would be alone with the same batch order: the seeds share no parameter, optimiser or gradient clipping.
+    """
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={seeds!r}: give one or more distinct probe seeds (DownstreamScale.seeds)")
+    start = time.perf_counter()
+    data = {s: _Split(feats[s], task.splits[s].labels) for s in SPLITS}
+    _, n_layers, width = feats["train"].data.shape
+    layout = LayerLayout(n_layers, [width] * n_layers, [1] * n_layers)
+    name = task.spec.name
+    sequence = task.spec.kind == "sequence"
+    lstm = settings.asr_hidden if name == "ASR" else 0
+    stats = _layer_stats(feats["train"])
+    probes = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        probes.append(Probe(layout, len(task.vocabulary), *stats, lstm, settings.asr_layers))
+    lr = settings.learning_rates[name]
+    trainer = _SeparateProbes(probes, lr) if lstm else _StackedProbes(probes, lr)
+    gen = torch.Generator().manual_seed(seeds[0] if order_seed is None else order_seed)
+    best: list[tuple[float, int, dict[str, torch.Tensor], dict[str, float]] | None] = [None] * len(seeds)
+    for epoch in range(1, settings.epochs[name] + 1):
+        for batch in data["train"].batches(gen, sequence):
+            trainer.step(probes[0].standardize(batch.feats), batch)
+        for i, dev in enumerate(_score(trainer, probes[0], data["dev"], task)):
+            key = dev.metrics[task.spec.select_metric] * (1 if task.spec.lower_is_better else -1)
+            if best[i] is None or key < best[i][0]:
+                best[i] = (key, epoch, trainer.snapshot(i), dev.metrics)
+    for i, (_, _, state, _) in enumerate(best):
+        trainer.restore(i, state)
+    tests = _score(trainer, probes[0], data["test"], task)
+    trainer.write_back()
+    seconds = (time.perf_counter() - start) / len(seeds)  # each seed's share of the pass
+    return [TaskResult(source, name, task.spec.metric, seed, dev, test.metrics, epoch, probe.layer_weights(), seconds,
+                       probe.eval(), test.errors, test.units)
+            for seed, probe, (_, epoch, _, dev), test in zip(seeds, probes, best, tests, strict=True)]
+
+
+class _StackedProbes:
+    """Linear probes of all seeds as one `StackedLinearProbes` with one Adam (elementwise: per seed, as alone)."""
+
+    def __init__(self, probes: list[Probe], lr: float) -> None:
+        self.probes, self.stack = probes, StackedLinearProbes(probes)
+        self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=lr)
+
+    def step(self, layers: torch.Tensor, batch: _Batch) -> None:
+        self.stack.train()
+        loss = seeds_loss(self.stack(layers), batch.lengths, batch.labels)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.stack.clip_each_seed()
+        self.optimizer.step()
+
+    def logits(self, layers: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        self.stack.eval()
+        return list(self.stack(layers).unbind(0))
+
+    def snapshot(self, i: int) -> dict[str, torch.Tensor]:
+        return self.stack.seed_state(i)
+
+    def restore(self, i: int, state: dict[str, torch.Tensor]) -> None:
+        self.stack.load_seed_state(i, state)
+
+    def write_back(self) -> None:
+        self.stack.write_back(self.probes)
+
+
+class _SeparateProbes:
+    """Probes with a BiLSTM: one module and one Adam per seed, sharing each standardised batch."""
+
+    def __init__(self, probes: list[Probe], lr: float) -> None:
+        self.probes = probes
+        self.optimizers = [torch.optim.Adam(p.parameters(), lr=lr) for p in probes]
+
+    def step(self, layers: torch.Tensor, batch: _Batch) -> None:
+        for probe, opt in zip(self.probes, self.optimizers, strict=True):
+            probe.train()
+            loss = logits_loss(probe.head(layers, batch.lengths), batch.lengths, batch.labels)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(probe.parameters(), CLIP_NORM)
+            opt.step()
+
+    def logits(self, layers: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        return [probe.eval().head(layers, lengths) for probe in self.probes]
+
+    def snapshot(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.probes[i].state_dict().items()}
+
+    def restore(self, i: int, state: dict[str, torch.Tensor]) -> None:
+        self.probes[i].load_state_dict(state)
+
+    def write_back(self) -> None:
+        """Nothing to do: the probes are the trained modules."""
+
+
+def seed_errors(results: list[TaskResult], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The test errors and units of one source's probe seeds for `metric`, shape (seeds, utterances): what the
+    bootstrap intervals take."""
+    return (np.stack([r.test_errors[metric] for r in results]), np.stack([r.test_units[metric] for r in results]))
+
+
+def _padding(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    return torch.arange(frames)[None, :] >= lengths[:, None]
+
+
+def _layer_stats(store: FrameStore, chunk: int = 32_768) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per layer and dimension mean and std over all frames (float64 sums over chunks: the store may be large)."""
+    total = torch.zeros(store.data.shape[1:], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for i in range(0, len(store.data), chunk):
+        x = torch.from_numpy(np.array(store.data[i : i + chunk])).double()  # a copy: the store may be read-only
+        total += x.sum(0)
+        total_sq += (x * x).sum(0)
+    n = max(len(store.data), 1)
+    mean = total / n
+    std = (total_sq / n - mean**2).clamp_min(1e-10).sqrt()
+    return mean.float(), std.float().clamp_min(1e-5)
+
+
+@dataclass
+class _Batch:
+    feats: torch.Tensor  # (B, T, L, D)
+    lengths: torch.Tensor  # (B,)
+    labels: list[list[int]] | torch.Tensor
+    rows: list[int]  # the utterances' indices in the split
+
+
+@dataclass
+class _Scored:
+    metrics: dict[str, float]
+    errors: dict[str, np.ndarray]  # per metric, per utterance
+    units: dict[str, np.ndarray]
+
+
+class _Split:
+    """One split's features and labels, served in batches."""
+
+    def __init__(self, store: FrameStore, labels: list) -> None:
+        if len(store) != len(labels):
+            raise ValueError(f"{len(store)} feature matrices for {len(labels)} labels")
+        self.store, self.labels = store, labels
+
+    def batch(self, rows: list[int]) -> _Batch:
+        lengths = torch.tensor([len(self.store[i]) for i in rows])
+        feats = torch.empty(len(rows), int(lengths.max()), *self.store.data.shape[1:])
+        for j, i in enumerate(rows):  # zero only the padding (zero-filling whole batches: 7 % of a PR probe)
+            feats[j, : lengths[j]] = torch.from_numpy(self.store[i]).float()
+            feats[j, lengths[j] :] = 0.0
+        labels = [self.labels[i] for i in rows]
+        return _Batch(feats, lengths, labels if isinstance(labels[0], list) else torch.tensor(labels), rows)
+
+    def batches(self, gen: torch.Generator | None, sequence: bool) -> list[_Batch]:
+        """Shuffled (with `gen`) or ordered batches; sequence batches grouped by length."""
+        order = torch.randperm(len(self.labels), generator=gen).tolist() if gen else list(range(len(self.labels)))
+        if not sequence:
+            return [self.batch(order[i : i + BATCH_UTTERANCES]) for i in range(0, len(order), BATCH_UTTERANCES)]
+        lengths = self.store.lengths()
+        groups, current, longest = [], [], 0
+        for i in sorted(order, key=lambda i: lengths[i]) if gen is None else _bucketed(order, lengths):
+            if current and max(longest, lengths[i]) * (len(current) + 1) > BATCH_FRAMES:
+                groups.append(current)
+                current, longest = [], 0
+            current.append(i)
+            longest = max(longest, int(lengths[i]))
+        groups.append(current)
+        if gen is not None:
+            groups = [groups[i] for i in torch.randperm(len(groups), generator=gen).tolist()]
+        return [self.batch(g) for g in groups]
+
+
+def _bucketed(order: list[int], lengths: np.ndarray, bucket: int = 256) -> list[int]:
+    """Shuffled order, sorted by length inside buckets of `bucket` utterances (little padding, still random)."""
+    return [i for b in range(0, len(order), bucket) for i in sorted(order[b : b + bucket], key=lambda i: lengths[i])]
+
+
+def probe_loss(probe: Probe, feats: torch.Tensor, lengths: torch.Tensor,
+               labels: list[list[int]] | torch.Tensor) -> torch.Tensor:
+    """The task loss of a batch: cross-entropy for class labels (a tensor), CTC for label sequences (lists)."""
+    return logits_loss(probe(feats, lengths), lengths, labels)
+
+
+def logits_loss(logits: torch.Tensor, lengths: torch.Tensor, labels: list[list[int]] | torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the first frame's logits for class labels (a tensor), CTC for label sequences (lists)."""
+    return seeds_loss(logits[None], lengths, labels)
+
+
+def seeds_loss(logits: torch.Tensor, lengths: torch.Tensor, labels: list[list[int]] | torch.Tensor) -> torch.Tensor:
+    """The sum over seeds of each seed's batch loss, from (S, B, T, C) logits: a seed's gradient is its own loss's.
+
+    A seed's loss is the batch mean of cross-entropy on the first frame (class labels, a tensor) or of CTC divided by
+    the reference length (label sequences, lists; torch's reduction="mean")."""
+    n_seeds, n_utts = logits.shape[:2]
+    flat = logits.reshape(n_seeds * n_utts, *logits.shape[2:])
+    if isinstance(labels, torch.Tensor):
+        return F.cross_entropy(flat[:, 0], labels.repeat(n_seeds), reduction="sum") / n_utts
+    target_lengths = torch.tensor([len(t) for t in labels])
+    targets = torch.cat([torch.tensor(t, dtype=torch.long) for t in labels]).repeat(n_seeds)
+    log_probs = flat.log_softmax(-1).transpose(0, 1)
+    per_utt = F.ctc_loss(log_probs, targets, lengths.repeat(n_seeds), target_lengths.repeat(n_seeds), blank=0,
+                         reduction="none", zero_infinity=True)
+    return (per_utt / target_lengths.clamp_min(1).repeat(n_seeds)).sum() / n_utts
+
+
+@torch.no_grad()
+def _score(trainer: _StackedProbes | _SeparateProbes, standard: Probe, split: _Split, task: TaskData) -> list[_Scored]:
+    """Per probe: accuracy (utterance tasks) or error rates, edits per reference phone (PER), word (WER) or
+    character (CER), with each utterance's errors; every batch is read and standardised once for all probes."""
+    n, n_probes = len(split.labels), len(trainer.probes)
+    sequence = task.spec.kind == "sequence"
+    metrics = task.spec.metrics
+    errors = {m: np.zeros((n_probes, n)) for m in metrics}
+    units = {m: np.ones((n_probes, n)) for m in metrics}
+    for batch in split.batches(None, sequence):
+        for p, logits in enumerate(trainer.logits(standard.standardize(batch.feats), batch.lengths)):
+            if not sequence:
+                errors[task.spec.metric][p, batch.rows] = (logits[:, 0].argmax(-1) != batch.labels).float().numpy()
+                continue
+            for row, hyp, ref in zip(batch.rows, greedy_ctc(logits, batch.lengths), batch.labels, strict=True):
+                for metric, (h, r) in _units(hyp, ref, task).items():
+                    errors[metric][p, row], units[metric][p, row] = Levenshtein.distance(r, h), len(r)
+    scored = []
+    for p in range(n_probes):
+        rates = {m: errors[m][p].sum() / max(units[m][p].sum(), 1) for m in metrics}
+        if not sequence:
+            rates = {task.spec.metric: 1.0 - rates[task.spec.metric]}  # accuracy
+        scored.append(_Scored(rates, {m: errors[m][p] for m in metrics}, {m: units[m][p] for m in metrics}))
+    return scored
+
+
+def greedy_ctc(logits: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    """Best path per utterance with repeats collapsed and blanks (index 0) removed."""
+    paths = logits.argmax(-1)
+    out = []
+    for path, n in zip(paths, lengths, strict=True):
+        seq = torch.unique_consecutive(path[: int(n)]).tolist()
+        out.append([t for t in seq if t != 0])
+    return out
+
+
+def _units(hyp: list[int], ref: list[int], task: TaskData) -> dict[str, tuple[list[str], list[str]]]:
+    """(hypothesis, reference) units per metric: phones for PER; words and characters for WER and CER."""
+    h, r = [task.vocabulary[t] for t in hyp], [task.vocabulary[t] for t in ref]
+    if task.spec.name != "ASR":
+        return {task.spec.metric: (h, r)}
+    h_text, r_text = " ".join("".join(h).split()), " ".join("".join(r).split())
+    return {"WER": (h_text.split(), r_text.split()), "CER": (list(h_text), list(r_text))}

@@ -1,0 +1,63 @@
+"""Task-aware head scores: Michel et al.'s importance on a downstream probe's loss through the frozen upstream.
+
+The paper scores heads by weights or by the self-supervised loss only. Here a probe trained on the
+upstream's cached hidden states (`superb.train_probe`) is applied to fresh hidden states of the same
+upstream, with gradients, over the task's training split; each head's score is |<context, dL/dcontext>|
+summed over frames. Utterance tasks mean-pool each layer over the valid frames first, as the cache does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+from ..compression.head_pruning import gradient_head_importance
+from ..data.batching import Batch, collate, eval_batches
+from ..data.frames import FrameStore
+from ..data.tasks import TaskData
+from ..data.workspace import Workspace
+from ..model import MelHuBERT
+from .layer_features import split_inputs
+from .superb import Probe, probe_loss
+
+BATCH_FRAMES = 8_000  # upstream frames per backward pass
+
+
+def task_head_importance(ws: Workspace, model: MelHuBERT, task: TaskData, probe: Probe,
+                         fraction: float = 0.5) -> list[torch.Tensor]:
+    """Per layer, the importance of each head for `task` (its probe's loss), over `fraction` of the train split."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction={fraction} must lie in (0, 1]")
+    if probe.mean.shape[0] != model.config.depth + 1:
+        raise ValueError(f"the {task.spec.name} probe reads {probe.mean.shape[0]} hidden states, the model has "
+                         f"{model.config.depth + 1}: train the probe on this model's features")
+    inputs = split_inputs(ws, task, "train", model.feature_stats, model.config.frame_ms)
+    labels = task.splits["train"].labels
+    n = max(1, int(round(len(labels) * fraction)))
+    probe = probe.eval()
+    for p in probe.parameters():
+        p.requires_grad_(False)
+    return gradient_head_importance(model, _task_losses(inputs, labels, n, probe, task.spec.kind == "utterance"))
+
+
+def _task_losses(inputs: FrameStore, labels: list, n: int, probe: Probe,
+                 pooled: bool) -> Iterator[Callable[[MelHuBERT], torch.Tensor]]:
+    """Loss functions over length-sorted batches of the first `n` utterances (the score is a sum: order is moot)."""
+    lengths = inputs.lengths()[:n]
+    for crops in eval_batches(lengths, int(lengths.max(initial=1)), BATCH_FRAMES):
+        yield _batch_loss(collate(crops, inputs), [labels[c.index] for c in crops], probe, pooled)
+
+
+def _batch_loss(batch: Batch, batch_labels: list, probe: Probe, pooled: bool) -> Callable[[MelHuBERT], torch.Tensor]:
+    lens = batch.lengths
+
+    def loss(model: MelHuBERT) -> torch.Tensor:
+        layers = torch.stack(model(batch.feats, lens).hidden_states, dim=2)  # (B, T, L, D)
+        if pooled:
+            valid = (torch.arange(layers.shape[1])[None, :] < lens[:, None]).float()[:, :, None, None]
+            layers = (layers * valid).sum(1, keepdim=True) / lens[:, None, None, None]
+            return probe_loss(probe, layers, torch.ones_like(lens), torch.tensor(batch_labels))
+        return probe_loss(probe, layers, lens, batch_labels)
+
+    return loss

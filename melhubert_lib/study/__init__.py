@@ -1,0 +1,1 @@
+"""Study: the questions' computations, attention-head analysis, figures and headless notebook runs."""

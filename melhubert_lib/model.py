@@ -395,7 +395,7 @@ class MelHuBERT(nn.Module):
             hidden.append(x)
         out = MelHuBERTOutput(hidden_states=hidden, logits=None, mask=mask, padding_mask=padding_mask)
         ran = len(layers)
-        if ran < self.config.depth and not self.config.exits:
+        if ran == 0 or (ran < self.config.depth and not self.config.exits):
             return out
         out.logits = (self.cluster_head if ran == self.config.depth else self.exit_heads[ran - 1])(x)
         if targets is not None:
@@ -528,8 +528,11 @@ class MelHuBERT(nn.Module):
         return anytime.train(self.training)
 
     def content_hash(self) -> str:
-        """A short hash of the configuration and every weight: equal for the same checkpoint, wherever it is loaded."""
+        """A short hash of the configuration, every weight and the input statistics: equal for the same checkpoint,
+        wherever it is loaded."""
         digest = hashlib.sha1(self.config.to_json().encode())
+        if self.feature_stats is not None:
+            digest.update(self.feature_stats.digest().encode())
         for key, tensor in sorted(self.state_dict().items()):
             digest.update(key.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())

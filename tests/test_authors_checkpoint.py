@@ -87,7 +87,7 @@ def test_import_checkpoint_cli_writes_a_suite_checkpoint_that_loads_prunes_and_s
     model = MelHuBERT.from_pretrained(tmp_path / "imported")
     assert model.feature_stats is not None
     np.testing.assert_array_equal(model.feature_stats.mean, FeatureStats.load(stats).mean)
-    reference = to_suite_model(read_authors_checkpoint(CKPT))
+    reference = to_suite_model(read_authors_checkpoint(CKPT), FeatureStats.load(stats))
     assert model.content_hash() == reference.content_hash()
     register()
     upstream = S3PRLUpstream(HUB_NAME, path_or_url=str(tmp_path / "imported")).eval()

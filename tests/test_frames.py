@@ -80,3 +80,27 @@ def test_each_training_process_reads_only_its_own_rows(grad_accum):
         torch.testing.assert_close(part.feats[rows], full.feats[rows])
         assert not part.feats[others].any()
         torch.testing.assert_close(part.lengths, full.lengths)
+
+
+def _build_slowly(path: str, log: str) -> str:
+    """One process of a two-process job asking for the same cached store (run through multiprocessing)."""
+    import os
+    import time
+
+    os.environ["WORLD_SIZE"] = "2"
+
+    def build() -> FrameStore:
+        with open(log, "a") as fh:
+            fh.write("built\n")
+        time.sleep(1.0)
+        return FrameStore.from_arrays([np.ones((3, 2), np.float32)], ["a"])
+
+    return cached(path, build).content_hash()
+
+
+def test_the_processes_of_one_job_build_a_cached_store_once(tmp_path):
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        hashes = pool.starmap(_build_slowly, [(str(tmp_path / "s.frames"), str(tmp_path / "log"))] * 2)
+    assert (tmp_path / "log").read_text() == "built\n" and hashes[0] == hashes[1]

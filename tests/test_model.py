@@ -255,6 +255,7 @@ def test_every_exit_of_an_anytime_model_equals_the_model_truncated_there(tmp_pat
         for a, b in zip(early.hidden_states, alone.hidden_states, strict=True):
             torch.testing.assert_close(a, b)
         assert MelHuBERT.from_pretrained(cut.save_pretrained(tmp_path / f"exit-{depth}")).config.depth == depth
+    assert anytime(x, lengths, n_layers=0).logits is None  # the input embedding has no exit
     with pytest.raises(ValueError, match="truncate it at an exit"):
         anytime.drop_layers([0])
     with pytest.raises(ValueError, match="exit heads already"):

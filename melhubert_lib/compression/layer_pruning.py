@@ -1,7 +1,8 @@
 """Layer pruning: remove whole Transformer layers, the least important first, one at a time.
 
-A layer's importance is the held-out masked-prediction loss of the model with that layer skipped (the next layer
-reads what it would have read): the layer whose absence raises the loss least goes first. Each removal re-scores
+A layer's importance is the masked-prediction loss of the model with that layer skipped (the next layer reads what
+it would have read), on a slice of the training data as large as the held-out set (the held-out set itself stays
+for reporting): the layer whose absence raises the loss least goes first. Each removal re-scores
 the layers that are left. The pruned model keeps the original index of every layer in its config.
 """
 
@@ -17,7 +18,7 @@ from .levels import Step
 
 
 def layer_importance(model: MelHuBERT, data: SSLData) -> list[float]:
-    """Per layer, the held-out masked-prediction loss of the model without it (higher: the layer matters more)."""
+    """Per layer, the masked-prediction loss on `data` of the model without it (higher: the layer matters more)."""
     return [evaluate_ssl(copy.deepcopy(model).drop_layers([i]), data).loss for i in range(model.config.depth)]
 
 

@@ -161,7 +161,8 @@ register(Method("ffn-shrink", "low-rank", "FFN-width shrink",
                 lambda inputs: LevelPlan(list(inputs.scale.ffn_widths), ffn_shrink.ffn_step), linestyle=":"))
 register(Method("layers-ssl", "layer pruning", "layer pruning (SSL loss)",
                 lambda inputs: LevelPlan([float(d) for d in range(inputs.teacher.config.depth - 1, 0, -1)],
-                                         layer_pruning.pruning_step(inputs.data["pretrain-valid"]))))
+                                         layer_pruning.pruning_step(inputs.data["pretrain-train"].head(
+                                             len(inputs.data["pretrain-valid"].feats))))))
 for _init in ("teacher", "random"):
     register(Method(f"anytime-{_init}", "anytime", f"anytime exits, init {_init}",
                     lambda inputs, init=_init: LevelPlan(

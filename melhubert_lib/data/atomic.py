@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -35,6 +36,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _remove(old)
     else:
         os.replace(tmp, path)
+
+
+@contextmanager
+def build_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock beside `path` while it is built, so that the processes of one torchrun job (all of
+    which ask for the same artefacts at once) build it once: the others wait, then find it made. A single process
+    (WORLD_SIZE unset or 1) takes no lock and leaves no lock file."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

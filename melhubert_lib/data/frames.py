@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .atomic import atomic_path
+from .atomic import atomic_path, build_lock
 from .audio import AudioError, check_audio_files, load_audio, raise_if_problems
 
 
@@ -179,7 +179,7 @@ class FrameWriter:
     def _finish(self) -> None:
         """Write the .npy header into its reserved room, then the offsets and ids."""
         try:
-            shape, dtype = self._row if self._row is not None else ((), np.dtype(np.float32))
+            shape, dtype = self._row if self._row is not None else ((0,), np.dtype(np.float32))  # as from_arrays
             header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
                       "shape": (sum(self._lengths), *shape)}
             self._fh.seek(0)
@@ -244,7 +244,10 @@ def cached(path: str | os.PathLike, build: Callable[[], FrameStore]) -> FrameSto
     path = Path(path)
     if is_store(path):
         return FrameStore.load(path)
-    store = build()
-    if store.path != path:
-        store.save(path)
-    return store
+    with build_lock(path):
+        if is_store(path):  # made by another process while this one waited
+            return FrameStore.load(path)
+        store = build()
+        if store.path != path:
+            store.save(path)
+        return store

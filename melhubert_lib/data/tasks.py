@@ -9,6 +9,7 @@ reads Speech Commands.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import string
 from dataclasses import dataclass
@@ -142,7 +143,9 @@ def _librispeech_task(ws: Workspace, spec: TaskSpec) -> TaskData:
 def transcript_lexicon(ws: Workspace, utts: list[corpus.Utterance]) -> Lexicon:
     """The phones of every word of the transcripts, read by eSpeak NG (cached; unreadable words reported once)."""
     words = sorted({w for u in utts for w in u.transcript.lower().split()})
-    path = ws.cache / f"lexicon-{fingerprint(words, code_version(lexicon_module, phones_module, espeak_module))}.json"
+    engine = importlib.metadata.version("espeakng-loader")  # another eSpeak NG may read a word otherwise
+    key = fingerprint(words, engine, code_version(lexicon_module, phones_module, espeak_module))
+    path = ws.cache / f"lexicon-{key}.json"
     if path.is_file():
         stored = json.loads(path.read_text())
         return Lexicon({w: tuple(p) for w, p in stored["phones"].items()}, stored["unreadable"])

@@ -132,7 +132,7 @@ def raw_frames(ws: Workspace, split: str, kind: str) -> FrameStore:
 
 
 def _cached_frames(ws: Workspace, name: str, paths: list[Path], ids: list[str], kind: str) -> FrameStore:
-    path = ws.cache / f"{name}-{frames_version(ws)}.frames"
+    path = ws.cache / f"{name}-{fingerprint(frames_version(ws), [str(p) for p in paths], ids)}.frames"
     return cached(path, lambda: extract(paths, ids, FEATURIZERS[kind], name, out=path))
 
 

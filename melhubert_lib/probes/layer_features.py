@@ -73,11 +73,8 @@ def floor_sources(untrained: MelHuBERT) -> list[FeatureSource]:
 
 
 def model_source(model: MelHuBERT, name: str) -> FeatureSource:
-    """A model as a feature source; its cache key is a hash of its configuration, weights and input statistics."""
-    key = f"model-{model.content_hash()}"
-    if model.feature_stats is not None:
-        key += f"-stats-{model.feature_stats.digest()}"
-    return FeatureSource(name, key, model=model.eval())
+    """A model as a feature source; its cache key is its content hash (configuration, weights, input statistics)."""
+    return FeatureSource(name, f"model-{model.content_hash()}", model=model.eval())
 
 
 def task_features(ws: Workspace, source: FeatureSource, task: TaskData, split: str) -> FrameStore:

@@ -20,10 +20,10 @@ from .. import model as model_module
 from ..data import features as features_module
 from ..data import representations
 from ..data import targets as targets_module
-from ..data.atomic import write_json_atomic
+from ..data.atomic import build_lock, write_json_atomic
 from ..data.features import FeatureStats, frames_per_stack, stack_frames
 from ..data.frames import FrameStore, cached, is_store
-from ..data.provenance import code_version, differing_parts, plain
+from ..data.provenance import code_version, differing_parts, fingerprint, plain
 from ..data.representations import stacked_hidden_states
 from ..data.targets import Codebook, fit_codebook
 from ..data.workspace import Workspace, feature_stats, frames_version, model_inputs, raw_frames
@@ -61,7 +61,13 @@ def _target_set(ws: Workspace, name: str, part_frames: Callable[[str], FrameStor
     """Fit (or load) a codebook on the train part's frames and label both parts; cached under targets/<name>.
 
     `part_frames(part)` computes the frames to cluster, only when the set is (re)made. A stored set made from another
-    `recipe` (settings, input frames, code) is made again, with a message that names what changed."""
+    `recipe` (settings, input frames, code) is made again, with a message that names what changed. The processes of
+    one torchrun job make it once (`build_lock`)."""
+    with build_lock(ws.targets_dir(name)):
+        return _locked_target_set(ws, name, part_frames, recipe)
+
+
+def _locked_target_set(ws: Workspace, name: str, part_frames: Callable[[str], FrameStore], recipe: dict) -> TargetSet:
     folder = ws.targets_dir(name)
     book_path, stamp = folder / "codebook.npz", folder / PROVENANCE_FILE
     recipe = plain(recipe)
@@ -109,12 +115,21 @@ def hidden_targets(ws: Workspace, model: MelHuBERT, layer: int, name: str) -> Ta
     store beside the targets, so that no process holds it whole)."""
 
     def hidden(part: str) -> FrameStore:
-        path = ws.cache / f"hidden-{model.content_hash()}-layer{layer}-{part}-{frames_version(ws)}.frames"
-        store = cached(path, lambda: stacked_hidden_states(model, model_inputs(ws, part), [layer], out=path))
+        inputs = model_inputs(ws, part)
+        path = _hidden_cache(ws, model, layer, part, feature_stats(ws), ws.scale.frame_ms)
+        store = cached(path, lambda: stacked_hidden_states(model, inputs, [layer], out=path))
         return FrameStore(store.data[:, 0], store.offsets, store.utt_ids)  # (T, 1, D) -> (T, D), still mapped
 
     return _target_set(ws, name, hidden, _recipe(ws, representations, model_module,
                                                  model=model.content_hash(), layer=layer))
+
+
+def _hidden_cache(ws: Workspace, model: MelHuBERT, layer: int, part: str, stats: FeatureStats, frame_ms: int) -> Path:
+    """Where a model's hidden layer over a pretraining part is cached: keyed on the model, the inputs' frames,
+    normalisation and frame rate, and the code that computes it."""
+    key = fingerprint(model.content_hash(), layer, frames_version(ws), stats.digest(), frame_ms,
+                      code_version(representations, model_module))
+    return ws.cache / f"hidden-{part}-layer{layer}-{key}.frames"
 
 
 def head_targets(ws: Workspace, model: MelHuBERT) -> TargetSet:
@@ -122,6 +137,11 @@ def head_targets(ws: Workspace, model: MelHuBERT) -> TargetSet:
     cluster head's most likely cluster for every unmasked frame of the pretraining split, in the cluster ids the
     head was trained on. Cached under targets/head-<model hash>; the provenance file, written last, marks them
     complete."""
+    with build_lock(ws.targets_dir(f"head-{model.content_hash()}")):
+        return _locked_head_targets(ws, model)
+
+
+def _locked_head_targets(ws: Workspace, model: MelHuBERT) -> TargetSet:
     name = f"head-{model.content_hash()}"
     folder, last = ws.targets_dir(name), model.config.depth
     recipe = plain({"model": model.content_hash(), "frames": frames_version(ws),
@@ -139,7 +159,7 @@ def head_targets(ws: Workspace, model: MelHuBERT) -> TargetSet:
     labels = {}
     for part in PARTS:
         inputs = model_inputs(ws, part, model.feature_stats, model.config.frame_ms)
-        path = ws.cache / f"hidden-{model.content_hash()}-layer{last}-{part}-{frames_version(ws)}.frames"
+        path = _hidden_cache(ws, model, last, part, model.feature_stats or feature_stats(ws), model.config.frame_ms)
         hidden = cached(path, lambda inputs=inputs, path=path: stacked_hidden_states(model, inputs, [last], out=path))
         labels[part] = hidden.map(most_likely, out=folder / f"{part}.frames")
     write_json_atomic(stamp, recipe)

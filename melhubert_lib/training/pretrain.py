@@ -53,6 +53,12 @@ class SSLData:
         if not np.array_equal(self.feats.lengths(), self.targets.lengths()):
             raise ValueError("features and targets disagree on frames per utterance; rebuild the targets")
 
+    def head(self, n: int) -> SSLData:
+        """The first `n` utterances (a subset to score with)."""
+        n = min(n, len(self.feats))
+        return SSLData(*(FrameStore.from_arrays([store[i] for i in range(n)], store.utt_ids[:n])
+                         for store in (self.feats, self.targets)))
+
     def content_hash(self) -> str:
         """A short hash of the inputs and the targets."""
         return fingerprint(self.feats.content_hash(), self.targets.content_hash())

@@ -104,3 +104,10 @@ def test_the_processes_of_one_job_build_a_cached_store_once(tmp_path):
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         hashes = pool.starmap(_build_slowly, [(str(tmp_path / "s.frames"), str(tmp_path / "log"))] * 2)
     assert (tmp_path / "log").read_text() == "built\n" and hashes[0] == hashes[1]
+
+
+def test_a_cache_derived_from_a_store_is_keyed_on_that_stores_own_cache_name(tmp_path):
+    in_memory = FrameStore.from_arrays(_arrays(), ["a", "b", "c", "d"])
+    assert in_memory.key == in_memory.content_hash()
+    in_memory.save(tmp_path / "frames-1234.frames")
+    assert FrameStore.load(tmp_path / "frames-1234.frames").key == "frames-1234.frames"

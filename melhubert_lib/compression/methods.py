@@ -66,12 +66,13 @@ class Method:
         if start_dir is None:
             base = base or baseline.pretrain_baseline(ws)  # finished in 01_baseline: loads, or resumes
             model_dir, run, results_file = base.model_dir, self.name, RESULTS_FILE
-            teacher = MelHuBERT.from_pretrained(model_dir)
-            data = baseline.ssl_data(ws, base.targets[-1])
         else:
             model_dir = Path(start_dir)
             run, results_file = f"{self.name}@{model_dir.name}", CHECKPOINT_RESULTS_FILE
-            teacher = MelHuBERT.from_pretrained(model_dir)
+        teacher = MelHuBERT.from_pretrained(model_dir)
+        if start_dir is None:
+            data = baseline.ssl_data(ws, base.targets[-1])
+        else:
             data = baseline.ssl_data(ws, baseline.head_targets(ws, teacher), teacher.feature_stats,
                                      teacher.config.frame_ms)
         inputs = MethodInputs(teacher, model_dir, data, ws.scale.compression)

@@ -47,6 +47,12 @@ class FrameStore:
             self.__dict__["_content_hash"] = self._hash()
         return self.__dict__["_content_hash"]
 
+    @property
+    def key(self) -> str:
+        """What identifies the store in the key of a cache derived from it: the name of the cache folder it was
+        loaded from (keyed on everything that made it), else a hash of its content."""
+        return self.path.name if self.path is not None else self.content_hash()
+
     def _hash(self) -> str:
         digest = hashlib.sha256(str((self.data.dtype.str, self.data.shape)).encode())
         for part in (np.ascontiguousarray(self.data), np.asarray(self.offsets, dtype=np.int64)):

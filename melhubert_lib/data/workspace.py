@@ -166,11 +166,11 @@ def clip_inputs(ws: Workspace, name: str, paths: list[Path], ids: list[str], sta
 
 def _normalised(ws: Workspace, name: str, frames: FrameStore, stats: FeatureStats | None,
                 frame_ms: int | None) -> FrameStore:
-    """The model inputs of cached log-Mel frames, streamed once into their own cache (keyed on the statistics, the
-    frame rate, the frames and the code), so that no process holds a split's inputs whole."""
+    """The model inputs of cached log-Mel frames, streamed once into their own cache (keyed on the frames, the
+    statistics, the frame rate and the code), so that no process holds a split's inputs whole."""
     stats = stats or feature_stats(ws)
     frame_ms = frame_ms or ws.scale.frame_ms
-    key = fingerprint(frames_version(ws), stats.digest(), frame_ms, code_version(features_module))
+    key = fingerprint(frames.key, stats.digest(), frame_ms, code_version(features_module))
     path = ws.cache / f"{name}-inputs-{key}.frames"
     return cached(path, lambda: frames.map(lambda f: model_input_from_fbank(torch.from_numpy(np.array(f)), stats,
                                                                            frame_ms).numpy(), out=path))

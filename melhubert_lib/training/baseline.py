@@ -102,9 +102,9 @@ def acoustic_targets(ws: Workspace, kind: str | None = None) -> TargetSet:
     factor = frames_per_stack(ws.scale.frame_ms)
 
     def stacked(part: str) -> FrameStore:
-        path = ws.cache / f"{kind}-{part}-stacked{factor}-{frames_version(ws)}.frames"
-        return cached(path, lambda: raw_frames(ws, part, kind).map(
-            lambda f: stack_frames(torch.from_numpy(np.array(f)), factor).numpy(), out=path))
+        raw = raw_frames(ws, part, kind)
+        path = ws.cache / f"{kind}-{part}-stacked{factor}-{fingerprint(raw.key, code_version(features_module))}.frames"
+        return cached(path, lambda: raw.map(lambda f: stack_frames(torch.from_numpy(f), factor).numpy(), out=path))
 
     return _target_set(ws, f"stage1-{kind}-k{ws.scale.targets.n_clusters}", stacked,
                        _recipe(ws, features_module, kind=kind))
@@ -116,7 +116,7 @@ def hidden_targets(ws: Workspace, model: MelHuBERT, layer: int, name: str) -> Ta
 
     def hidden(part: str) -> FrameStore:
         inputs = model_inputs(ws, part)
-        path = _hidden_cache(ws, model, layer, part, feature_stats(ws), ws.scale.frame_ms)
+        path = _hidden_cache(ws, model, layer, part, inputs)
         store = cached(path, lambda: stacked_hidden_states(model, inputs, [layer], out=path))
         return FrameStore(store.data[:, 0], store.offsets, store.utt_ids)  # (T, 1, D) -> (T, D), still mapped
 
@@ -124,11 +124,10 @@ def hidden_targets(ws: Workspace, model: MelHuBERT, layer: int, name: str) -> Ta
                                                  model=model.content_hash(), layer=layer))
 
 
-def _hidden_cache(ws: Workspace, model: MelHuBERT, layer: int, part: str, stats: FeatureStats, frame_ms: int) -> Path:
-    """Where a model's hidden layer over a pretraining part is cached: keyed on the model, the inputs' frames,
-    normalisation and frame rate, and the code that computes it."""
-    key = fingerprint(model.content_hash(), layer, frames_version(ws), stats.digest(), frame_ms,
-                      code_version(representations, model_module))
+def _hidden_cache(ws: Workspace, model: MelHuBERT, layer: int, part: str, inputs: FrameStore) -> Path:
+    """Where a model's hidden layer over a pretraining part is cached: keyed on the model, its inputs (their cache
+    key holds the frames, normalisation and frame rate) and the code that computes it."""
+    key = fingerprint(model.content_hash(), layer, inputs.key, code_version(representations, model_module))
     return ws.cache / f"hidden-{part}-layer{layer}-{key}.frames"
 
 
@@ -159,7 +158,7 @@ def _locked_head_targets(ws: Workspace, model: MelHuBERT) -> TargetSet:
     labels = {}
     for part in PARTS:
         inputs = model_inputs(ws, part, model.feature_stats, model.config.frame_ms)
-        path = _hidden_cache(ws, model, last, part, model.feature_stats or feature_stats(ws), model.config.frame_ms)
+        path = _hidden_cache(ws, model, last, part, inputs)
         hidden = cached(path, lambda inputs=inputs, path=path: stacked_hidden_states(model, inputs, [last], out=path))
         labels[part] = hidden.map(most_likely, out=folder / f"{part}.frames")
     write_json_atomic(stamp, recipe)

@@ -48,7 +48,8 @@ def _pretrain(args: argparse.Namespace) -> None:
     ws = open_workspace(args.scale, args.work_dir, args.seed, args.librispeech)
     sched = ws.scale.pretrain
     overrides = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
-    result = pretrain_baseline(ws, name=args.name, sched=dataclasses.replace(sched, **overrides))
+    result = pretrain_baseline(ws, name=args.name, sched=dataclasses.replace(sched, **overrides),
+                               model_preset=args.preset)
     final = result.runs[-1].final
     print(json.dumps({"model": str(result.model_dir), "valid_loss": final.loss, "valid_accuracy": final.accuracy}))
 
@@ -130,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="baseline")
     p.add_argument("--steps", type=_at_least_one, default=None, help="override the scale's step count (>= 1)")
     p.add_argument("--lr", type=float, default=None, help="override the scale's peak learning rate")
+    p.add_argument("--preset", default=None, help="another model preset on the same corpus and targets, e.g. "
+                   "default-flash (FLASH's gated attention units); give it its own --name")
     p.set_defaults(func=_pretrain)
     p = sub.add_parser("compress", help="compress the baseline with a registered method, fine-tuning every level "
                                         "(resumes; levels in runs/<method>/)")

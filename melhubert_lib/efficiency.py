@@ -2,7 +2,8 @@
 
 Linear and convolution MACs come from `torch.utils.flop_counter.FlopCounterMode` (it reports 2 FLOPs
 per MAC); CPU `scaled_dot_product_attention` counts zero there, so the two attention matmuls
-(Q K^T and A V: 2 x T^2 x heads x head_dim MACs per layer) are added in closed form.
+(Q K^T and A V: 2 x T^2 x heads x head_dim MACs per layer) are added in closed form; FLASH's attention is plain
+matrix products and counted.
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ class MacCount:
 
 
 def attention_macs(model: MelHuBERT, frames: int) -> int:
-    """Closed-form MACs of the score and context matmuls of every layer for one utterance of `frames`."""
+    """Closed-form MACs of the score and context matmuls of every layer for one utterance of `frames` (none for
+    FLASH layers, whose attention is plain matrix products that the flop counter counts)."""
     cfg = model.config
+    if cfg.block != "transformer":
+        return 0
     return sum(2 * frames * frames * h * cfg.head_dim for h in cfg.heads)
 
 

@@ -3,7 +3,8 @@
 Input projection -> convolutional positional embedding -> LayerNorm -> post-LN Transformer layers
 -> linear cluster head. Heads per layer, FFN width per layer, optional low-rank factors per linear
 layer and depth all live in `MelHuBERTConfig`, so a compressed model is rebuilt from its config
-alone (`MelHuBERT.from_pretrained`).
+alone (`MelHuBERT.from_pretrained`). `config.block = "flash"` builds the same model from FLASH's gated
+attention units instead of Transformer layers (Hua et al., 2022).
 """
 
 from __future__ import annotations
@@ -27,16 +28,17 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 STATS_NAME = "feature_stats.npy"  # the input normalisation the model was trained with (optional)
 MASK_SPAN_MS = 100  # span of one mask: 10 frames at 10 ms, as HuBERT and the authors mask
+BLOCKS = ("transformer", "flash")  # the layer types a MelHuBERT is built from (`MelHuBERTConfig.block`)
 
 
 @dataclass
 class MelHuBERTConfig:
     """Every shape of a MelHuBERT, compressed or not."""
 
-    heads: list[int]  # attention heads in each layer; len(heads) is the depth
-    ffn_dims: list[int]  # FFN width of each layer
+    heads: list[int]  # attention heads in each layer; len(heads) is the depth (a FLASH layer has one)
+    ffn_dims: list[int]  # FFN width of each layer (a FLASH layer: the width of its gate u and value v)
     d_model: int = 768
-    head_dim: int = 64
+    head_dim: int = 64  # (a FLASH layer: the width of its shared query/key base z)
     input_dim: int = 80  # 40 Mel bins x frames stacked (2 at 20 ms)
     n_clusters: int = 512
     ranks: dict[str, int] = field(default_factory=dict)  # "layers.3.ffn.fc1" -> rank of its factorisation
@@ -49,8 +51,16 @@ class MelHuBERTConfig:
     mask_prob: float = 0.7
     mask_span: int = 5  # frames at the model rate (5 x 20 ms; use 10 at 10 ms)
     frame_ms: int = 20
+    block: str = "transformer"  # "transformer" (post-LN attention + FFN) or "flash" (FLASH's gated attention unit)
+    chunk: int = 50  # FLASH: frames per chunk of its mixed chunk attention (1 s at 20 ms; unused by Transformers)
 
     def __post_init__(self) -> None:
+        if self.block not in BLOCKS:
+            raise ValueError(f"block={self.block!r}: choose one of {', '.join(BLOCKS)}")
+        if self.block == "flash" and any(h != 1 for h in self.heads):
+            raise ValueError(f"heads={self.heads}: a FLASH layer is one gated attention unit, give 1 head per layer")
+        if self.chunk < 1:
+            raise ValueError(f"chunk={self.chunk}: FLASH's chunks need at least 1 frame")
         if len(self.heads) != len(self.ffn_dims):
             raise ValueError(f"heads ({len(self.heads)} layers) and ffn_dims ({len(self.ffn_dims)}) differ in depth")
         if any(h < 1 for h in self.heads):
@@ -116,7 +126,8 @@ class MelHuBERTConfig:
 
 
 def preset(name: str, n_clusters: int | None = None, frame_ms: int = 20) -> MelHuBERTConfig:
-    """The named model preset: 'paper' (the authors' base model, ~90.2 M), 'default', 'default-deep' or 'smoke'.
+    """The named model preset: 'paper' (the authors' base model, ~90.2 M), 'default', 'default-deep',
+    'default-flash', 'smoke' or 'smoke-flash'.
 
     `frame_ms` sets the model's frame rate: its input stacks that many ms of 10 ms log-Mel frames and a mask span
     covers MASK_SPAN_MS at any rate; `n_clusters` overrides the preset's number of target clusters.
@@ -132,9 +143,18 @@ def preset(name: str, n_clusters: int | None = None, frame_ms: int = 20) -> MelH
             heads=[4] * 6, ffn_dims=[832] * 6, d_model=208, head_dim=52, n_clusters=500, pos_conv_kernel=32,
             dropout=0.0,
         ),
+        # FLASH (gated attention units with mixed chunk attention): the default's MACs per second of 4 s crops
+        "default-flash": dict(
+            heads=[1] * 6, ffn_dims=[512] * 6, d_model=256, head_dim=128,
+            n_clusters=500, pos_conv_kernel=32, dropout=0.0, block="flash", chunk=50,
+        ),
         "smoke": dict(
             heads=[2] * 2, ffn_dims=[64] * 2, d_model=32, head_dim=16, n_clusters=16, pos_conv_kernel=8,
             pos_conv_groups=4, dropout=0.0,
+        ),
+        "smoke-flash": dict(
+            heads=[1] * 2, ffn_dims=[64] * 2, d_model=32, head_dim=16, n_clusters=16, pos_conv_kernel=8,
+            pos_conv_groups=4, dropout=0.0, block="flash", chunk=10,
         ),
     }
     if name not in presets:
@@ -254,10 +274,6 @@ class FeedForward(nn.Module):
         self.fc2 = make_linear(f"{prefix}.fc2", width, cfg.d_model, cfg.ranks)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def keep_units(self, units: torch.Tensor) -> None:
-        """Keep only the given hidden units: fc1 rows (and bias entries) and fc2 columns."""
-        self.fc1, self.fc2 = slice_linear(self.fc1, units, 0), slice_linear(self.fc2, units, 1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.dropout(F.gelu(self.fc1(x))))
 
@@ -280,9 +296,84 @@ class EncoderLayer(nn.Module):
         return {"attention.q_proj": att.q_proj, "attention.k_proj": att.k_proj, "attention.v_proj": att.v_proj,
                 "attention.out_proj": att.out_proj, "ffn.fc1": ffn.fc1, "ffn.fc2": ffn.fc2}
 
+    @staticmethod
+    def unit_maps() -> tuple[list[str], list[str]]:
+        """The linear maps whose outputs are the FFN units and those whose inputs are (names as in `linear_maps`)."""
+        return ["ffn.fc1"], ["ffn.fc2"]
+
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         x = self.attn_norm(x + self.dropout(self.attention(x, attn_mask)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
+
+
+def mixed_chunk_attention(quad_q: torch.Tensor, quad_k: torch.Tensor, lin_q: torch.Tensor, lin_k: torch.Tensor,
+                          v: torch.Tensor, chunk: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """FLASH's mixed chunk attention of (B, T, E) values: (B, T, E).
+
+    Frame i gets sum_j relu(q_i . k_j / chunk)^2 v_j over the frames j of its own chunk (quadratic, local) plus
+    sum_j (q'_i . k'_j) v_j / n over all n valid frames of its utterance (linear, global: one (S, E) sum per
+    utterance), so the cost grows linearly with T. Chunks start at frame 0; `valid` (B, T) False at padded frames,
+    which then are no keys.
+    """
+    b, t, e = v.shape
+    if valid is None:
+        n = torch.full((b,), t, dtype=v.dtype, device=v.device)
+    else:
+        v = v * valid[..., None].to(v.dtype)
+        n = valid.sum(1).clamp(min=1).to(v.dtype)
+    pad = (-t) % chunk
+
+    def chunks(x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, G, chunk, D), zero frames appended
+        return F.pad(x, (0, 0, 0, pad)).view(b, -1, chunk, x.shape[-1])
+
+    qq, kq, ql, kl, vc = (chunks(x) for x in (quad_q, quad_k, lin_q, lin_k, v))
+    local = (F.relu(qq @ kq.transpose(-1, -2) / chunk) ** 2) @ vc
+    summary = torch.einsum("bgcs,bgce->bse", kl, vc) / n[:, None, None]
+    glob = torch.einsum("bgcs,bse->bgce", ql, summary)
+    return (local + glob).reshape(b, -1, e)[:, :t]
+
+
+class GatedAttentionUnit(nn.Module):
+    """FLASH's layer (Hua et al., 2022), post-LN like the Transformer layers: x = LN(x + W_o(u * attention(v))).
+
+    u = silu(W_u x) and v = silu(W_v x) are `ffn_dims[i]` wide; z = silu(W_z x) (`head_dim` wide) gives the
+    queries and keys of both attentions through four per-unit scales and offsets (one shared head). The attention
+    is `mixed_chunk_attention`. The gate and value units are prunable like FFN units (`unit_maps`).
+    """
+
+    def __init__(self, index: int, cfg: MelHuBERTConfig) -> None:
+        super().__init__()
+        prefix, d, width, s = f"layers.{index}", cfg.d_model, cfg.ffn_dims[index], cfg.head_dim
+        self.u_proj = make_linear(f"{prefix}.u_proj", d, width, cfg.ranks)
+        self.v_proj = make_linear(f"{prefix}.v_proj", d, width, cfg.ranks)
+        self.z_proj = make_linear(f"{prefix}.z_proj", d, s, cfg.ranks)
+        self.out_proj = make_linear(f"{prefix}.out_proj", width, d, cfg.ranks)
+        self.qk_scale = nn.Parameter(0.02 * torch.randn(4, s))  # quadratic q, quadratic k, linear q, linear k
+        self.qk_offset = nn.Parameter(torch.zeros(4, s))
+        self.norm = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.chunk = cfg.chunk
+
+    def linear_maps(self) -> dict[str, nn.Module]:
+        """The layer's linear maps by their names under the layer (as `config.ranks` names them after `layers.<i>.`)."""
+        return {"u_proj": self.u_proj, "v_proj": self.v_proj, "z_proj": self.z_proj, "out_proj": self.out_proj}
+
+    @staticmethod
+    def unit_maps() -> tuple[list[str], list[str]]:
+        """The linear maps whose outputs are the gate/value units and those whose inputs are."""
+        return ["u_proj", "v_proj"], ["out_proj"]
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        u, v, z = F.silu(self.u_proj(x)), F.silu(self.v_proj(x)), F.silu(self.z_proj(x))
+        quad_q, quad_k, lin_q, lin_k = (z[..., None, :] * self.qk_scale + self.qk_offset).unbind(-2)
+        valid = None if attn_mask is None else attn_mask[:, 0, 0, :]
+        mixed = mixed_chunk_attention(quad_q, quad_k, lin_q, lin_k, v, self.chunk, valid)
+        return self.norm(x + self.dropout(self.out_proj(u * mixed)))
+
+
+def make_layer(index: int, cfg: MelHuBERTConfig) -> nn.Module:
+    """Layer `index` of the model, of the config's block type."""
+    return GatedAttentionUnit(index, cfg) if cfg.block == "flash" else EncoderLayer(index, cfg)
 
 
 class PositionalConv(nn.Module):
@@ -345,7 +436,7 @@ class MelHuBERT(nn.Module):
         self.pos_conv = PositionalConv(cfg)
         self.input_norm = nn.LayerNorm(cfg.d_model)
         self.input_dropout = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(EncoderLayer(i, cfg) for i in range(cfg.depth))
+        self.layers = nn.ModuleList(make_layer(i, cfg) for i in range(cfg.depth))
         self.cluster_head = nn.Linear(cfg.d_model, cfg.n_clusters)
         # the heads after layers 1 .. depth-1 of an anytime model (none otherwise)
         self.exit_heads = nn.ModuleList(nn.Linear(cfg.d_model, cfg.n_clusters) for _ in range(cfg.depth - 1)
@@ -444,6 +535,7 @@ class MelHuBERT(nn.Module):
         indices in the config, so the pruned model saves and loads like any other.
         """
         cfg = self.config
+        self.require_heads("head pruning")
         for i, hs in remove.items():
             if not 0 <= i < cfg.depth:
                 raise ValueError(f"layer {i} does not exist (depth {cfg.depth})")
@@ -463,17 +555,29 @@ class MelHuBERT(nn.Module):
         self.config = replace(cfg, heads=[len(h) for h in ids], head_ids=ids)
         return self
 
+    def require_heads(self, what: str) -> None:
+        """Refuse `what` (work on attention heads) on a FLASH model, before any work."""
+        if self.config.block != "transformer":
+            raise ValueError(f"{what} needs attention heads; a {self.config.block} model has one gated attention unit "
+                             "per layer: prune its units (ffn-shrink), weights, rank or layers instead")
+
     def keep_ffn_units(self, units: list[torch.Tensor]) -> MelHuBERT:
-        """Keep, in every layer, only the FFN units listed for it (indices into its current units); return the model."""
+        """Keep, in every layer, only the FFN units listed for it (indices into its current units; a FLASH layer's
+        gate and value units); return the model."""
         if len(units) != self.config.depth:
             raise ValueError(f"got FFN units for {len(units)} layers; the model has {self.config.depth}")
         for i, (layer, keep) in enumerate(zip(self.layers, units, strict=True)):  # all checked before any is cut
             width = self.config.ffn_dims[i]
             if len(keep) == 0 or int(keep.min()) < 0 or int(keep.max()) >= width:
                 raise ValueError(f"FFN units of layer {i} must be 1 or more indices in 0..{width - 1}")
-            require_full_rank(layer.ffn.fc1, layer.ffn.fc2)
+            rows, cols = layer.unit_maps()
+            require_full_rank(*(layer.linear_maps()[name] for name in rows + cols))
         for layer, keep in zip(self.layers, units, strict=True):
-            layer.ffn.keep_units(keep)
+            rows, cols = layer.unit_maps()
+            for dim, names in ((0, rows), (1, cols)):
+                for name in names:
+                    owner, _, attr = name.rpartition(".")
+                    setattr(layer.get_submodule(owner), attr, slice_linear(layer.linear_maps()[name], keep, dim))
         self.config = replace(self.config, ffn_dims=[len(k) for k in units])
         return self
 

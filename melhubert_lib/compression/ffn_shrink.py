@@ -1,6 +1,7 @@
 """The FFN-width shrink of the authors' code (structured pruning of FFN units).
 
-From every layer it removes the units with the smallest L1 of their fc1 row + fc1 bias + fc2 column.
+From every layer it removes the units with the smallest L1 of their fc1 row + fc1 bias + fc2 column (in a FLASH
+layer, the gate and value units: u and v rows + biases + out-projection column).
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from ..model import MelHuBERT, require_full_rank
 
 
 def ffn_unit_scores(model: MelHuBERT) -> list[torch.Tensor]:
-    """Per layer, each FFN unit's L1 of its fc1 row, fc1 bias and fc2 column (the authors' score)."""
+    """Per layer, each FFN unit's L1 of its fc1 row, fc1 bias and fc2 column (the authors' score); in a FLASH layer,
+    each gate/value unit's L1 of its u and v rows and biases and its out-projection column."""
     scores = []
     for layer in model.layers:
-        fc1, fc2 = layer.ffn.fc1, layer.ffn.fc2
-        require_full_rank(fc1, fc2)
-        scores.append((fc1.weight.abs().sum(1) + fc1.bias.abs() + fc2.weight.abs().sum(0)).detach())
+        rows, cols = layer.unit_maps()
+        maps = layer.linear_maps()
+        require_full_rank(*(maps[name] for name in rows + cols))
+        score = sum(maps[name].weight.abs().sum(1) + maps[name].bias.abs() for name in rows)
+        scores.append((score + sum(maps[name].weight.abs().sum(0) for name in cols)).detach())
     return scores
 
 

@@ -21,6 +21,7 @@ from ..training.pretrain import SSLData
 
 def head_l1_scores(model: MelHuBERT) -> list[torch.Tensor]:
     """Per layer, the L1 norm of each head's q/k/v weight rows and bias entries: a (heads,) tensor each."""
+    model.require_heads("head pruning")
     scores = []
     for layer in model.layers:
         att = layer.attention
@@ -62,6 +63,7 @@ def gradient_head_importance(model: MelHuBERT, losses: Iterable[Callable[[MelHuB
     """Michel et al. importance of every head for any objective: |<context_h, dL/dcontext_h>| summed over the frames
     of every loss in `losses` (each a function of the model, run in eval mode), each layer's scores L2-normalised.
     """
+    model.require_heads("head importance")
     scores = [torch.zeros(h) for h in model.config.heads]
     handles = []
 

@@ -172,15 +172,22 @@ def ssl_data(ws: Workspace, targets: TargetSet, stats: FeatureStats | None = Non
     return {p: SSLData(model_inputs(ws, p, stats, frame_ms), targets.labels[p]) for p in PARTS}
 
 
-def baseline_config(ws: Workspace) -> MelHuBERTConfig:
-    """The scale's model preset at the scale's frame rate, with K set to the scale's cluster count."""
-    return preset(ws.scale.model_preset, n_clusters=ws.scale.targets.n_clusters, frame_ms=ws.scale.frame_ms)
+def baseline_config(ws: Workspace, model_preset: str | None = None) -> MelHuBERTConfig:
+    """The scale's model preset (or `model_preset`) at the scale's frame rate, with K set to the scale's cluster
+    count."""
+    return preset(model_preset or ws.scale.model_preset, n_clusters=ws.scale.targets.n_clusters,
+                  frame_ms=ws.scale.frame_ms)
 
 
 def pretrain_baseline(ws: Workspace, name: str = "baseline", sched: PretrainScale | None = None,
-                      seed: int | None = None, stop_after: int | None = None) -> BaselineResult:
-    """Run (or resume) every target iteration of the baseline; runs live in runs/<name>-iter<i>."""
+                      seed: int | None = None, stop_after: int | None = None,
+                      model_preset: str | None = None) -> BaselineResult:
+    """Run (or resume) every target iteration of the baseline; runs live in runs/<name>-iter<i>.
+
+    `model_preset` pretrains another architecture on the same corpus and targets (e.g. "default-flash"; give it its
+    own `name`)."""
     sched = sched or ws.scale.pretrain
+    config = baseline_config(ws, model_preset)  # an unknown preset is refused before any work
     seed = ws.seed if seed is None else seed
     targets = [acoustic_targets(ws)]
     runs: list[TrainResult] = []
@@ -191,7 +198,7 @@ def pretrain_baseline(ws: Workspace, name: str = "baseline", sched: PretrainScal
             targets.append(hidden_targets(ws, prev, layer, f"{name}-iter{it - 1}-layer{layer}"))
         data = ssl_data(ws, targets[-1])
         torch.manual_seed(seed)
-        model = MelHuBERT(baseline_config(ws), feature_stats(ws))
+        model = MelHuBERT(config, feature_stats(ws))
         runs.append(train(model, data["pretrain-train"], data["pretrain-valid"], sched,
                           ws.run_dir(f"{name}-iter{it}"), seed=seed, stop_after=stop_after))
         if runs[-1].steps < sched.steps:

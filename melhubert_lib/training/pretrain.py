@@ -34,7 +34,7 @@ from ..data.atomic import atomic_path, write_text_atomic
 from ..data.batching import Batch, collate, epoch_batches, eval_batches
 from ..data.frames import FrameStore
 from ..data.provenance import code_version, differing_parts, fingerprint
-from ..model import MelHuBERT, compute_span_mask
+from ..model import MelHuBERT, MelHuBERTConfig, compute_span_mask
 from ..scales import PretrainScale
 
 TRAIN_LOSS_TAG = "mel_hubert_masked_prediction/train-loss"
@@ -222,6 +222,15 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def check_chunking(cfg: MelHuBERTConfig, sched: PretrainScale) -> None:
+    """Refuse, before any work, a FLASH model whose chunk does not divide the training crop (every crop would end in
+    a chunk of padding)."""
+    crop = int(sched.crop_seconds * 1000 // cfg.frame_ms)
+    if cfg.block == "flash" and crop % cfg.chunk:
+        raise ValueError(f"FLASH chunk={cfg.chunk} frames does not divide the training crop of {crop} frames "
+                         f"(crop_seconds={sched.crop_seconds} at {cfg.frame_ms} ms): choose a chunk that divides it")
+
+
 def train(
     model: MelHuBERT,
     train_data: SSLData,
@@ -249,6 +258,7 @@ def train(
     (e.g. the checkpoint a compression level starts from); a resume with other provenance is refused, naming what
     differs.
     """
+    check_chunking(model.config, sched)
     objective = objective or Objective()
     run_dir = Path(run_dir)
     info = init_distributed()

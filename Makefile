@@ -22,7 +22,7 @@ LIB := $(shell find melhubert_lib -name '*.py' 2>/dev/null)
 
 # The notebooks of the pipeline, in dependency order.
 NOTEBOOKS := 00_data 01_baseline 02_head_pruning 03_weight_pruning 04_low_rank 05_distillation 06_downstream \
-	07_tradeoffs 08_q1_ssl_loss 09_q2_universality 10_q3_task_aware 11_attention_heads
+	07_tradeoffs 08_q1_ssl_loss 09_q2_universality 10_q3_task_aware 11_attention_heads 12_flash
 
 .PHONY: all figures test lint env lock clean-work clean-figures
 .DELETE_ON_ERROR:
@@ -60,8 +60,15 @@ $(STAMP)/08_q1_ssl_loss.done: $(foreach nb,$(COMPRESSION),$(STAMP)/$(nb).done)
 $(STAMP)/09_q2_universality.done: $(STAMP)/07_tradeoffs.done
 $(STAMP)/10_q3_task_aware.done: $(STAMP)/06_downstream.done
 $(STAMP)/11_attention_heads.done: $(STAMP)/02_head_pruning.done
+# 12 writes the downstream tables too: after the other notebooks that write them, never beside one (make -j)
+$(STAMP)/12_flash.done: $(STAMP)/07_tradeoffs.done $(STAMP)/10_q3_task_aware.done
 
-figures: $(VENV)/.installed $(foreach nb,$(NOTEBOOKS),$(STAMP)/$(nb).done)
+figures: $(VENV)/.installed $(foreach nb,$(NOTEBOOKS),$(STAMP)/$(nb).done) $(FIGURES)/summary.md
+
+# the results summary the README links: Markdown tables generated from results/, never typed by hand
+$(FIGURES)/summary.md: $(foreach nb,$(NOTEBOOKS),$(STAMP)/$(nb).done)
+	$(PY) -m melhubert_lib summary --scale $(SCALE) --work-dir $(WORK) \
+		$(if $(LIBRISPEECH),--librispeech $(LIBRISPEECH)) --output $@
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -78,4 +85,4 @@ clean-work:
 
 # The figures and the data tables beside them (`make figures` draws them again from the results).
 clean-figures:
-	rm -f $(FIGURES)/*.png $(FIGURES)/*.pdf $(FIGURES)/data/*.csv
+	rm -f $(FIGURES)/*.png $(FIGURES)/*.pdf $(FIGURES)/data/*.csv $(FIGURES)/summary.md

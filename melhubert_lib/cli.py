@@ -105,6 +105,25 @@ def _downstream(args: argparse.Namespace) -> None:
     print(test[["source", "task", "seed", "metric", "value"]].to_json(orient="records", indent=2))
 
 
+def _summary(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .data.atomic import write_text_atomic
+    from .data.workspace import open_workspace
+    from .scales import get_scale
+    from .study.summary import results_summary
+
+    results = Path(args.work_dir) / get_scale(args.scale).name / "results"
+    if not results.is_dir():  # checked first: opening a workspace builds its corpus
+        raise FileNotFoundError(f"{results}: no results yet; run `make figures` (or the notebooks) at this scale")
+    ws = open_workspace(args.scale, args.work_dir, args.seed, args.librispeech)
+    text = results_summary(ws)
+    if args.output is None:
+        print(text)
+    else:
+        write_text_atomic(Path(args.output), text + "\n")
+
+
 def _import_checkpoint(args: argparse.Namespace) -> None:
     from .data.authors_checkpoint import import_checkpoint
 
@@ -171,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voxceleb1", default=None, help="real VoxCeleb1 folder (with --librispeech)")
     p.add_argument("--speech-commands", default=None, help="real Speech Commands v0.02 folder (with --librispeech)")
     p.set_defaults(func=_downstream)
+    p = sub.add_parser("summary", help="the results summary (Markdown tables generated from results/)")
+    _common(p)
+    p.add_argument("--output", default=None, help="write it to this file (default: print it)")
+    p.set_defaults(func=_summary)
+
     p = sub.add_parser("import-checkpoint", help="convert one of the MelHuBERT authors' released .ckpt files into a "
                                                  "suite checkpoint folder")
     p.add_argument("ckpt", help="the authors' .ckpt file (read with weights_only=True)")

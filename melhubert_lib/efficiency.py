@@ -14,9 +14,11 @@ import resource
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils import benchmark
@@ -75,9 +77,9 @@ def count_macs(model: MelHuBERT, seconds: float = 10.0) -> MacCount:
 
 @torch.no_grad()
 def sparse_macs(model: MelHuBERT, seconds: float = 10.0) -> int:
-    """MACs when zero weights are skipped: each linear/conv layer's MACs scaled by its weight density.
+    """MACs when zero weights are skipped: the dense count less each linear/conv layer's MACs on its zero weights.
 
-    The attention matmuls and any non-weight ops stay dense.
+    Everything else (the attention matmuls, FLASH's attention included) stays dense.
     """
     frames = int(round(seconds * 1000 / model.config.frame_ms))
     was_training = model.training
@@ -86,13 +88,14 @@ def sparse_macs(model: MelHuBERT, seconds: float = 10.0) -> int:
         model(torch.zeros(1, frames, model.config.input_dim))
     model.train(was_training)
     per_module = counter.get_flop_counts()
-    total = 0.0
+    dense = sum(v for op, v in per_module["Global"].items() if "scaled_dot_product" not in str(op)) / 2
+    skipped = 0.0
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear | nn.Conv1d):
             flops = sum(per_module.get(f"{type(model).__name__}.{name}", {}).values())
-            density = float(torch.count_nonzero(module.weight)) / module.weight.numel()
-            total += flops / 2 * density
-    return int(total) + attention_macs(model, frames)
+            zeros = 1.0 - float(torch.count_nonzero(module.weight)) / module.weight.numel()
+            skipped += flops / 2 * zeros
+    return int(round(dense - skipped)) + attention_macs(model, frames)
 
 
 @dataclass
@@ -143,6 +146,19 @@ def process_speed(model: MelHuBERT, seconds: float = 10.0, threads: int = 1, min
     if out.returncode != 0:
         raise RuntimeError(f"speed probe failed: {out.stderr.strip()[-2000:]}")
     return ProcessSpeed(**json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def speed_by_length(models: dict[str, MelHuBERT], seconds: Sequence[float], threads: int = 1,
+                    min_run_time: float = 1.0) -> pd.DataFrame:
+    """How each model's cost grows with utterance length: one row per model and length with the measured RTF (fresh
+    process, as `process_speed`), its IQR and the MACs per second of audio."""
+    rows = []
+    for length in seconds:
+        for name, model in models.items():  # the models alternate at every length, so drifts hit both alike
+            speed = process_speed(model, length, threads, min_run_time)
+            rows.append({"model": name, "seconds": float(length), "rtf": speed.rtf, "rtf_iqr": speed.rtf_iqr,
+                         "macs_per_second": count_macs(model, length).per_second, "threads": threads})
+    return pd.DataFrame(rows)
 
 
 def measure(model: MelHuBERT, seconds: float = 10.0, threads: int = 1, cache_dir: Path | None = None) -> Efficiency:

@@ -126,8 +126,8 @@ class MelHuBERTConfig:
 
 
 def preset(name: str, n_clusters: int | None = None, frame_ms: int = 20) -> MelHuBERTConfig:
-    """The named model preset: 'paper' (the authors' base model, ~90.2 M), 'default', 'default-deep',
-    'default-flash', 'smoke' or 'smoke-flash'.
+    """The named model preset: 'paper' (the authors' base model, ~90.2 M), 'paper-flash', 'default',
+    'default-deep', 'default-flash', 'smoke' or 'smoke-flash'.
 
     `frame_ms` sets the model's frame rate: its input stacks that many ms of 10 ms log-Mel frames and a mask span
     covers MASK_SPAN_MS at any rate; `n_clusters` overrides the preset's number of target clusters.
@@ -148,12 +148,17 @@ def preset(name: str, n_clusters: int | None = None, frame_ms: int = 20) -> MelH
             heads=[1] * 6, ffn_dims=[512] * 6, d_model=256, head_dim=128,
             n_clusters=500, pos_conv_kernel=32, dropout=0.0, block="flash", chunk=50,
         ),
+        # FLASH at the paper's width: two gated units per Transformer layer, as Hua et al. pair them (1.03x the
+        # paper model's MACs per second on its 15 s crops; chunks of 2.5 s)
+        "paper-flash": dict(
+            heads=[1] * 24, ffn_dims=[1536] * 24, d_model=768, head_dim=128, n_clusters=512, block="flash", chunk=125,
+        ),
         "smoke": dict(
             heads=[2] * 2, ffn_dims=[64] * 2, d_model=32, head_dim=16, n_clusters=16, pos_conv_kernel=8,
             pos_conv_groups=4, dropout=0.0,
         ),
-        "smoke-flash": dict(
-            heads=[1] * 2, ffn_dims=[64] * 2, d_model=32, head_dim=16, n_clusters=16, pos_conv_kernel=8,
+        "smoke-flash": dict(  # the smoke model's MACs per second on its 2 s training crops
+            heads=[1] * 2, ffn_dims=[96] * 2, d_model=32, head_dim=16, n_clusters=16, pos_conv_kernel=8,
             pos_conv_groups=4, dropout=0.0, block="flash", chunk=10,
         ),
     }
@@ -317,10 +322,10 @@ def mixed_chunk_attention(quad_q: torch.Tensor, quad_k: torch.Tensor, lin_q: tor
     """
     b, t, e = v.shape
     if valid is None:
-        n = torch.full((b,), t, dtype=v.dtype, device=v.device)
+        n = torch.full((b,), t, dtype=torch.promote_types(v.dtype, torch.float32), device=v.device)
     else:
         v = v * valid[..., None].to(v.dtype)
-        n = valid.sum(1).clamp(min=1).to(v.dtype)
+        n = valid.sum(1).clamp(min=1).to(torch.promote_types(v.dtype, torch.float32))  # exact counts under bfloat16
     pad = (-t) % chunk
 
     def chunks(x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, G, chunk, D), zero frames appended
@@ -464,6 +469,9 @@ class MelHuBERT(nn.Module):
         if not bool(torch.isfinite(feats).all()):
             raise ValueError("feats hold NaN or infinite values: the model's outputs would be too; check the audio "
                              "and the feature statistics they were computed with")
+        if n_layers is not None and not 0 <= n_layers <= self.config.depth:
+            raise ValueError(f"n_layers={n_layers}: the model has {self.config.depth} layers, choose an exit in "
+                             f"0..{self.config.depth}")
         b, t, _ = feats.shape
         padding_mask = None
         attn_mask = None

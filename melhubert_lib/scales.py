@@ -89,6 +89,15 @@ class StudentShape:
 
 
 @dataclass(frozen=True)
+class CombinedRecipe:
+    """The paper's combined recipe: a distilled student, then per-layer head pruning, then the FFN shrink."""
+
+    student: StudentShape  # distilled from the teacher (KL on its cluster distributions, the `distill` schedule)
+    heads_kept: tuple[int, ...]  # total heads left after each head-pruning level (one head fewer per layer each)
+    ffn_widths: tuple[int, ...]  # FFN width of every layer after each FFN-shrink level
+
+
+@dataclass(frozen=True)
 class CompressionScale:
     """Levels of each compression method and the fine-tuning after every level."""
 
@@ -100,6 +109,7 @@ class CompressionScale:
     svd_energy: tuple[float, ...]  # spectral energy kept per layer (energy variant, one-shot per level)
     ffn_widths: tuple[int, ...]  # FFN width of every layer after each FFN-shrink level
     students: tuple[StudentShape, ...] = ()  # distillation students, largest first
+    combined: CombinedRecipe | None = None  # the combined recipe's stages (None: the scale has none)
 
     @property
     def student_depths(self) -> tuple[int, ...]:
@@ -115,7 +125,8 @@ class StudyScale:
     tasks: tuple[str, ...] = ("PR", "SID", "KS")
     band_seeds: tuple[int, ...] = (0, 1, 2)  # fine-tuning seeds of the uncompressed baseline (the SSL-loss band)
     q3_tasks: tuple[str, ...] = ("PR", "SID")  # Q3: tasks whose probe losses score the heads
-    q3_heads_kept: tuple[int, ...] = (6,)  # Q3: head budgets (heads left in all), one-shot from the baseline
+    # Q3: head budgets (heads left in all), one-shot from the baseline; three at default scale (of 16 heads)
+    q3_heads_kept: tuple[int, ...] = (12, 8, 4)
     # runs left out of the downstream study (07, 09) to fit the time budget: variants of a method whose main run is in
     unjudged_runs: tuple[str, ...] = ()
 
@@ -133,6 +144,7 @@ class Scale:
     downstream: DownstreamScale = field(default_factory=DownstreamScale)
     study: StudyScale = field(default_factory=StudyScale)
     frame_ms: int = 20
+    flash_preset: str | None = None  # the FLASH counterpart of `model_preset` (12_flash; None: not defined here)
     deterministic: bool = False  # torch.use_deterministic_algorithms for every stage (smoke: reproducible CI)
 
 
@@ -170,9 +182,11 @@ SCALES: dict[str, Scale] = {
             heads_kept=(3, 2), sparsities=(0.3, 0.6), svd_keep=(0.6, 0.3), svd_energy=(0.9, 0.7),
             ffn_widths=(48, 32),
             students=(StudentShape(1), StudentShape(1, 32)),
+            combined=CombinedRecipe(StudentShape(1), heads_kept=(1,), ffn_widths=(32,)),
         ),
         downstream=DownstreamScale(epochs={"PR": 3, "SID": 3, "KS": 3, "ASR": 2}, seeds=(0, 1), asr_hidden=16),
         study=StudyScale(levels_per_run=1, band_seeds=(0, 1), q3_heads_kept=(3,)),
+        flash_preset="smoke-flash",
         deterministic=True,
     ),
     "default": Scale(
@@ -216,9 +230,12 @@ SCALES: dict[str, Scale] = {
             ffn_widths=(896, 768, 640, 512, 384, 256),
             students=(StudentShape(3), StudentShape(2), StudentShape(1), StudentShape(1, 512),
                       StudentShape(1, 256)),
+            # half the teacher's depth, as the paper's 6-layer student of 12, then two head and two FFN levels
+            combined=CombinedRecipe(StudentShape(2), heads_kept=(6, 4), ffn_widths=(640, 384)),
         ),
         downstream=DownstreamScale(seeds=(0, 1, 2)),  # intervals hold probe training noise as well as the test set
         study=StudyScale(unjudged_runs=("svd-energy", "distill-random")),
+        flash_preset="default-flash",
     ),
     "paper": Scale(
         name="paper",
@@ -258,8 +275,11 @@ SCALES: dict[str, Scale] = {
             svd_energy=(0.95, 0.9, 0.8, 0.7, 0.6),
             ffn_widths=tuple(3072 - 128 * i for i in range(1, 21)),
             students=(StudentShape(6), StudentShape(4), StudentShape(2)),
+            combined=CombinedRecipe(StudentShape(6), heads_kept=(66, 60, 54, 48),
+                                    ffn_widths=(2560, 2048, 1536, 1024, 512)),
         ),
-        study=StudyScale(levels_per_run=4, tasks=("PR", "SID", "KS", "ASR"), q3_heads_kept=(96, 48)),
+        study=StudyScale(levels_per_run=4, tasks=("PR", "SID", "KS", "ASR"), q3_heads_kept=(108, 72, 36)),
+        flash_preset="paper-flash",
     ),
 }
 # the paper's model and schedule on all 960 h of LibriSpeech (the authors' later models): the same 630 k updates,

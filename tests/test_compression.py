@@ -90,3 +90,22 @@ def test_distillation_levels_train_students_on_the_teachers_distribution(setup):
     assert params == sorted(params, reverse=True) and len(set(params)) == len(params)  # strictly smaller students
     metrics = pd.read_csv(ws.run_dir("distill") / "level-01" / "metrics.csv")
     assert (metrics[(metrics.split == "train") & (metrics.metric == "loss")].value >= 0).all()  # a KL, not a CE
+
+
+def test_a_stage_starts_from_the_last_level_of_the_stage_before_and_a_one_shot_stage_from_there(setup):
+    from melhubert_lib.compression import ffn_shrink
+    from melhubert_lib.compression.levels import LevelPlan, Stage, compress_stages
+
+    ws, start, data = setup
+    comp = ws.scale.compression
+    stages = [Stage("shrink", LevelPlan([48.0], ffn_shrink.ffn_step), comp.finetune),
+              Stage("one-shot", LevelPlan([40.0, 32.0], ffn_shrink.ffn_step), None, iterative=False)]
+    run = compress_stages(ws, "low-rank", "two-stages", start, stages, data)
+    table = run.table()
+    assert table.stage.tolist() == ["", "shrink", "one-shot", "one-shot"]
+    assert table.finetune_steps.tolist()[1:] == [comp.finetune.steps, 0, 0]
+    trained = run.model(1)
+    for level, width in ((2, 40.0), (3, 32.0)):  # both made from level 1 (fine-tuned), neither from level 2
+        expected = ffn_shrink.ffn_step(trained, width).state_dict()
+        for key, value in run.model(level).state_dict().items():
+            assert (value == expected[key]).all(), (level, key)

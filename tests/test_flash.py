@@ -120,7 +120,7 @@ def test_a_flash_checkpoint_reloads_with_one_call(tmp_path):
 def test_shrinking_flash_units_equals_zeroing_their_output_columns():
     model = flash_model().eval()
     shrunk = shrink_ffn(model, 24)
-    assert shrunk.config.ffn_dims == [40, 40]
+    assert shrunk.config.ffn_dims == [72, 72]
     masked = copy.deepcopy(model)
     with torch.no_grad():
         for old, new in zip(masked.layers, shrunk.layers, strict=True):
@@ -155,3 +155,25 @@ def test_head_pruning_of_a_flash_model_is_refused_naming_what_applies():
 def test_a_flash_config_round_trips_through_json():
     cfg = preset("default-flash")
     assert MelHuBERTConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_a_flash_models_sparse_macs_count_its_attention_and_fall_by_the_zeroed_share():
+    from melhubert_lib.efficiency import sparse_macs
+
+    model = flash_model().eval()
+    dense = count_macs(model, 2.0).total
+    assert sparse_macs(model, 2.0) == dense  # no zero weights: every MAC counts, the attention's included
+    u_proj = model.layers[0].u_proj
+    with torch.no_grad():
+        u_proj.weight[: u_proj.out_features // 2] = 0.0
+    frames = 2.0 * 1000 / model.config.frame_ms
+    assert sparse_macs(model, 2.0) == pytest.approx(dense - frames * u_proj.in_features * (u_proj.out_features // 2),
+                                                    rel=1e-6)
+
+
+def test_a_run_folder_that_trained_another_architecture_is_refused_not_resumed(tiny_data, tmp_path):
+    sched = dataclasses.replace(SCHED, steps=2, eval_every=2, checkpoint_every=2)
+    torch.manual_seed(0)
+    train(MelHuBERT(preset("smoke")), tiny_data["train"], tiny_data["valid"], sched, tmp_path / "run")
+    with pytest.raises(ValueError, match="other model_config"):
+        train(flash_model(), tiny_data["train"], tiny_data["valid"], sched, tmp_path / "run")

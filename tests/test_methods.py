@@ -122,3 +122,68 @@ def test_an_anytime_run_trains_once_and_cuts_that_model_at_every_exit(smoke_ws):
         cut = run.model(level).eval()
         with torch.no_grad():
             torch.testing.assert_close(cut(x).logits, whole(x, n_layers=cut.config.depth).logits)
+
+
+def test_the_combined_recipe_distils_then_prunes_heads_then_shrinks_the_ffn(smoke_ws):
+    recipe = smoke_ws.scale.compression.combined
+    run = get_method("combined").run(smoke_ws)
+    table = run.table()
+    n_heads, n_widths = len(recipe.heads_kept), len(recipe.ffn_widths)
+    assert table.stage.tolist() == ["", "distillation"] + ["head pruning"] * n_heads + ["FFN shrink"] * n_widths
+    assert (table.finetune_steps.iloc[1:] > 0).all()
+    configs = [run.model(level).config for level in range(1, len(table))]
+    assert all(c.depth == recipe.student.depth for c in configs)
+    assert [sum(c.heads) for c in configs[1:]] == [*recipe.heads_kept, *[recipe.heads_kept[-1]] * n_widths]
+    assert [c.ffn_dims[0] for c in configs[1 + n_heads:]] == list(recipe.ffn_widths)
+    assert table.params.is_monotonic_decreasing
+
+
+def test_the_combined_recipe_refuses_what_it_cannot_take_before_any_work(smoke_ws, tmp_path):
+    import dataclasses
+
+    from melhubert_lib.model import preset
+    from melhubert_lib.scales import CombinedRecipe, StudentShape
+
+    flash = MelHuBERT(preset("smoke-flash")).save_pretrained(tmp_path / "flash")
+    with pytest.raises(ValueError, match="the combined recipe's head-pruning stage needs attention heads"):
+        get_method("combined").run(smoke_ws, start_dir=flash)
+    assert not smoke_ws.run_dir("combined@flash").exists()
+    with pytest.raises(ValueError, match="head pruning needs attention heads; a flash model"):
+        get_method("heads-l1").run(smoke_ws, start_dir=flash)
+    comp = dataclasses.replace(smoke_ws.scale.compression,
+                               combined=CombinedRecipe(StudentShape(1), heads_kept=(3,), ffn_widths=(32,)))
+    ws = dataclasses.replace(smoke_ws, scale=dataclasses.replace(smoke_ws.scale, compression=comp))
+    with pytest.raises(ValueError, match=r"heads_kept=\(3,\): the 1-layer student has 2 heads .* \[1\]"):
+        get_method("combined").run(ws)
+
+
+@pytest.mark.parametrize("scale_name", ["smoke", "default", "paper"])
+def test_every_scales_combined_recipe_fits_the_student_it_makes_of_its_model(scale_name):
+    from melhubert_lib.model import preset
+    from melhubert_lib.scales import get_scale
+
+    scale = get_scale(scale_name)
+    with torch.device("meta"):  # shapes only: no memory for the paper model's weights
+        teacher = MelHuBERT(preset(scale.model_preset))
+    get_method("combined").check(teacher, scale.compression)  # raises where the settings do not fit
+
+
+def test_width_schedules_that_do_not_fit_a_model_are_refused_with_the_reason():
+    from melhubert_lib.model import preset
+    from melhubert_lib.scales import get_scale
+
+    comp = get_scale("default").compression
+    with torch.device("meta"):
+        flash = MelHuBERT(preset("default-flash"))  # gate/value width 512
+        transformer = MelHuBERT(preset("default"))  # FFN width 1024
+    with pytest.raises(ValueError, match=r"this model's width is 512; choose widths below it"):
+        get_method("ffn-shrink").check(flash, comp)
+    with pytest.raises(ValueError, match=r"an FFN narrower than this model's 512 where it narrows"):
+        get_method("distill-teacher").check(flash, comp)
+    get_method("ffn-shrink").check(transformer, comp)
+    get_method("distill-teacher").check(transformer, comp)
+
+
+def test_a_tag_and_a_start_folder_together_are_refused(smoke_ws, tmp_path):
+    with pytest.raises(ValueError, match="give `tag` .* or `start_dir` .*, not both"):
+        get_method("heads-l1").run(smoke_ws, start_dir=tmp_path / "imported", tag="flash")

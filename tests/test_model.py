@@ -277,3 +277,10 @@ def test_an_anytime_model_trains_on_the_mean_of_its_exits_losses_and_reports_the
     torch.testing.assert_close(out.training_loss, sum(per_exit) / 2)
     plain = MelHuBERT(preset("smoke"))(x, targets=y, mask=mask)
     assert plain.training_loss is plain.loss
+
+
+@pytest.mark.parametrize("n_layers", [-1, 3])
+def test_an_exit_outside_the_model_is_refused_by_name(n_layers):
+    model = MelHuBERT(preset("smoke")).with_exits()
+    with pytest.raises(ValueError, match=rf"n_layers={n_layers}: the model has 2 layers, choose an exit in 0..2"):
+        model(torch.randn(1, 10, 80), n_layers=n_layers)

@@ -249,3 +249,69 @@ def test_surviving_heads_follow_each_levels_checkpoint(tmp_path):
     assert survives_down_to(survivors, [(0, 0), (0, 1), (1, 0), (1, 1)]) == [2, 4, 3, 2]
     with pytest.raises(ValueError, match="no levels of run 'heads-l1'"):
         surviving_heads(ws, "heads-l1")
+
+
+def test_compare_errors_says_better_worse_or_indistinguishable_from_the_paired_interval(tmp_path):
+    from melhubert_lib.study.questions import compare_errors, comparison_sentence
+
+    units = np.full(60, 20)
+    swings = np.where(np.arange(60) % 2 == 0, 1.0, -1.0)
+    reference = np.full(60, 6.0)
+    ws = _utterance_results(tmp_path, {"reference": reference, "lower": reference - 2.0, "higher": reference + 1.0,
+                                       "swinging": reference + swings * 1.5}, units)
+    verdicts = {name: compare_errors(ws, name, "reference", ["PR"]).iloc[0]
+                for name in ("lower", "higher", "swinging")}
+    assert {name: row.verdict for name, row in verdicts.items()} == {
+        "lower": "better", "higher": "worse", "swinging": "indistinguishable"}
+    assert verdicts["lower"].value == pytest.approx(-0.1)  # 4 - 6 errors of 20 units
+    sentence = comparison_sentence("lower", "the reference", compare_errors(ws, "lower", "reference", ["PR"]))
+    assert sentence.startswith("lower is better than the reference on PR (-10.0 points, -10.0 to -10.0)")
+    assert comparison_sentence("swinging", "the reference", compare_errors(ws, "swinging", "reference", ["PR"])
+                               ).startswith("swinging is indistinguishable from the reference on PR")
+
+
+def test_the_results_summary_is_generated_from_the_results_files(tmp_path):
+    from melhubert_lib.compression.levels import RESULTS_FILE
+    from melhubert_lib.probes.judging import DOWNSTREAM_FILE
+    from melhubert_lib.study.summary import markdown_table, results_summary
+
+    units = np.full(40, 20)
+    ws = _utterance_results(tmp_path, {"baseline": np.full(40, 5.0), "log-Mel": np.full(40, 9.0)}, units)
+    ws.scale = SimpleNamespace(name="smoke")
+    pd.DataFrame({"source": ["baseline", "log-Mel"], "task": ["PR", "PR"]}).to_csv(
+        ws.results / DOWNSTREAM_FILE, index=False)
+    pd.DataFrame({"run": ["heads-l1", "heads-l1"], "level": [1, 0], "stage": [np.nan, np.nan],
+                  "setting": [3.0, 0.0], "params": [2.5e6, 3.0e6], "nonzero_params": [2.5e6, 3.0e6],
+                  "macs_per_second": [1.5e8, 2e8], "rtf": [0.01, 0.012], "loss_after": [4.1, 4.0]}).to_csv(
+        ws.results / RESULTS_FILE, index=False)
+    text = results_summary(ws)
+    assert "| baseline | 25.0 (25.0-25.0) |" in text and "| log-Mel | 45.0 (45.0-45.0) |" in text  # 5 and 9 of 20
+    rows = [line for line in text.splitlines() if line.startswith("| heads-l1")]
+    assert rows == ["| heads-l1 | 0 |  | 0 | 3.00 | 3.00 | 0.200 | 0.0120 | 4.000 |",
+                    "| heads-l1 | 1 |  | 3 | 2.50 | 2.50 | 0.150 | 0.0100 | 4.100 |"]
+    assert markdown_table(pd.DataFrame({"a": [1], "b": ["x"]})) == "| a | b |\n|---|---|\n| 1 | x |"
+
+
+def test_the_depth_ladder_keeps_only_levels_of_the_starting_models_layer_shape(tmp_path):
+    import torch
+
+    from melhubert_lib.compression.distillation import student_from_teacher
+    from melhubert_lib.compression.levels import RESULTS_FILE
+    from melhubert_lib.model import MelHuBERT, preset
+    from melhubert_lib.study.questions import depth_ladder, depth_of
+
+    torch.manual_seed(0)
+    teacher = MelHuBERT(preset("smoke"))
+    models = {0: teacher, 1: student_from_teacher(teacher, 1), 2: student_from_teacher(teacher, 1, ffn_dim=32),
+              3: MelHuBERT(preset("smoke")).prune_heads({0: [0]})}
+    rows = []
+    for level, model in models.items():
+        model.save_pretrained(tmp_path / "runs" / "r" / f"level-{level:02d}" / "model")
+        rows.append({"method": "distillation", "run": "r", "level": level, "setting": float(level),
+                     "model_dir": f"runs/r/level-{level:02d}/model"})
+    (tmp_path / "results").mkdir()
+    pd.DataFrame(rows + [{**rows[1], "run": "other"}]).to_csv(tmp_path / "results" / RESULTS_FILE, index=False)
+    ws = SimpleNamespace(root=tmp_path, results=tmp_path / "results")
+    ladder = depth_ladder(ws, ["r"])
+    assert [(c.run, c.level) for c in ladder] == [("r", 1)]  # the narrow student and the pruned heads are left out
+    assert depth_of(ladder[0]) == 1 and ladder[0].name == "r/level-01"

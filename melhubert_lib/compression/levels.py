@@ -12,10 +12,11 @@ a stored level asked for with other provenance is refused, naming what differs. 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,6 +44,25 @@ class LevelPlan:
     step: Step
 
 
+@dataclass(frozen=True)
+class Stage:
+    """Consecutive levels of a run made one way: their plan and how each level trains and where it starts.
+
+    A single method is one stage; a combined recipe chains several, each starting from the last level of the one
+    before. `iterative`: each level starts from the previous level (else from the stage's starting model);
+    `trained_levels`: only the stage's first that many levels train, the later ones are kept as their step made them.
+    """
+
+    name: str
+    plan: LevelPlan
+    finetune: PretrainScale | None
+    iterative: bool = True
+    prepare: Callable[[MelHuBERT], None] | None = None
+    objective: Objective | None = None
+    plateau: Plateau | None = None
+    trained_levels: int | None = None
+
+
 @dataclass
 class LevelRecord:
     """One compression level: its setting, checkpoint, SSL metrics before/after fine-tuning, and cost."""
@@ -62,6 +82,7 @@ class LevelRecord:
     sparse_macs_per_second: float
     rtf: float
     finetune_steps: int
+    stage: str = ""  # the recipe stage that made the level (a combined recipe; "" for a single method)
 
 
 @dataclass
@@ -84,8 +105,9 @@ def compress_levels(ws: Workspace, method: str, run: str, start_dir: str | Path,
                     data: dict[str, SSLData], finetune: PretrainScale | None, iterative: bool = True,
                     prepare: Callable[[MelHuBERT], None] | None = None, threads: int = 1,
                     objective: Objective | None = None, results_file: str = RESULTS_FILE,
-                    plateau: Plateau | None = None, trained_levels: int | None = None) -> CompressionRun:
-    """Compress the checkpoint in `start_dir` to every setting in turn, fine-tuning after each step.
+                    plateau: Plateau | None = None, trained_levels: int | None = None,
+                    provenance: dict | None = None) -> CompressionRun:
+    """Compress the checkpoint in `start_dir` to every setting in turn, fine-tuning after each step (one stage).
 
     `finetune` None keeps each level as the step made it (the first-N-layers truncation: no training).
     `iterative`: each level starts from the previous level's fine-tuned model (pruning schedules);
@@ -96,14 +118,29 @@ def compress_levels(ws: Workspace, method: str, run: str, start_dir: str | Path,
     `trained_levels`: only the first that many levels train; the later ones are kept as their step made them (an
     anytime model's exits: trained once, then cut at each exit).
     Rows go to `results/<results_file>`
-    (side experiments keep their own file, out of the study's compression table).
+    (side experiments keep their own file, out of the study's compression table). `provenance`: what else made the
+    levels (e.g. a fingerprint of precomputed scores the step uses), recorded and checked with each level.
     """
+    stage = Stage("", LevelPlan(settings, step), finetune, iterative, prepare, objective, plateau, trained_levels)
+    return compress_stages(ws, method, run, start_dir, [stage], data, threads, results_file, provenance)
+
+
+def compress_stages(ws: Workspace, method: str, run: str, start_dir: str | Path, stages: Sequence[Stage],
+                    data: dict[str, SSLData], threads: int = 1, results_file: str = RESULTS_FILE,
+                    provenance: dict | None = None) -> CompressionRun:
+    """Run the stages one after the other as one run: levels numbered on from stage to stage, each stage starting
+    from the last level of the one before (the first from `start_dir`). See `compress_levels` for one stage."""
     root = ws.run_dir(run)
     valid = data["pretrain-valid"]
     teacher = MelHuBERT.from_pretrained(start_dir)
-    code = code_version(__name__, *{_module_of(f) for f in (step, prepare, objective) if f is not None})
-    common = {"method": method, "start": teacher.content_hash(), "code": code, "iterative": iterative,
-              "data": {part: d.content_hash() for part, d in sorted(data.items())}}
+    hooks = {_module_of(f) for stage in stages for f in (stage.plan.step, stage.prepare, stage.objective)
+             if f is not None}
+    common = {"method": method, "start": teacher.content_hash(), "code": code_version(__name__, *sorted(hooks)),
+              "data": {part: d.content_hash() for part, d in sorted(data.items())}, **(provenance or {})}
+    if len(stages) == 1:
+        common["iterative"] = stages[0].iterative
+    else:
+        common["stages"] = [stage.name for stage in stages]
 
     def measure_start() -> LevelRecord:  # level 0: the starting model, before = after
         metrics = evaluate_ssl(teacher, valid)
@@ -111,17 +148,22 @@ def compress_levels(ws: Workspace, method: str, run: str, start_dir: str | Path,
 
     provenance = {**common, "level": 0}
     records = [_record(root / "level-00", measure_start, provenance)]
-    model = teacher
-    for level, setting in enumerate(tqdm(settings, desc=f"{method} levels", leave=False), 1):
-        origin = model if iterative else teacher
-        schedule = finetune if trained_levels is None or level <= trained_levels else None
-        # an iterative level starts from the previous one, so it inherits that level's provenance
-        provenance = {**common, "level": level, "setting": float(setting), "finetune": schedule,
-                      "plateau": plateau, "origin": fingerprint(provenance) if iterative else "start"}
-        records.append(_record(root / f"level-{level:02d}", lambda o=origin, lv=level, st=setting, pv=provenance,
-                               sc=schedule: _run_level(ws, method, run, lv, st, step(o, st), data, sc, prepare,
-                                                       threads, objective, plateau, pv), provenance))
-        model = MelHuBERT.from_pretrained(ws.root / records[-1].model_dir)
+    model, level = teacher, 0
+    for stage in stages:
+        stage_start, start_origin = model, "start" if level == 0 else fingerprint(provenance)
+        for k, setting in enumerate(tqdm(stage.plan.settings, desc=f"{run} {stage.name or 'levels'}", leave=False), 1):
+            level += 1
+            origin = model if stage.iterative else stage_start
+            schedule = stage.finetune if stage.trained_levels is None or k <= stage.trained_levels else None
+            # an iterative level starts from the previous one, so it inherits that level's provenance
+            provenance = {**common, "level": level, "setting": float(setting), "finetune": schedule,
+                          "plateau": stage.plateau, **({"stage": stage.name} if stage.name else {}),
+                          "origin": fingerprint(provenance) if stage.iterative else start_origin}
+            records.append(_record(root / f"level-{level:02d}", lambda o=origin, lv=level, st=setting, pv=provenance,
+                                   sc=schedule, sg=stage: dataclasses.replace(
+                                       _run_level(ws, method, run, lv, st, sg.plan.step(o, st), data, sc, sg.prepare,
+                                                  threads, sg.objective, sg.plateau, pv), stage=sg.name), provenance))
+            model = MelHuBERT.from_pretrained(ws.root / records[-1].model_dir)
     out = CompressionRun(records, ws.root)
     append_rows(ws.results / results_file, out.table(), ["run", "level"])
     return out

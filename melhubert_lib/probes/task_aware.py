@@ -8,20 +8,43 @@ summed over frames. Utterance tasks mean-pool each layer over the valid frames f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from ..compression.head_pruning import gradient_head_importance
+from ..compression.head_pruning import gradient_head_importance, pruning_step
+from ..compression.levels import CompressionRun, compress_levels
 from ..data.batching import Batch, collate, eval_batches
 from ..data.frames import FrameStore
 from ..data.tasks import TaskData
 from ..data.workspace import Workspace
 from ..model import MelHuBERT
+from ..training.baseline import BaselineResult, ssl_data
 from .layer_features import split_inputs
 from .superb import Probe, probe_loss
 
 BATCH_FRAMES = 8_000  # upstream frames per backward pass
+RESULTS_FILE = "task_aware_pruning.csv"  # Q3's pruned models, out of the study's compression table
+
+
+def prune_by_scores(ws: Workspace, base: BaselineResult, head_scores: dict[str, list[torch.Tensor]],
+                    budgets: Sequence[int]) -> dict[str, CompressionRun]:
+    """For every criterion's head scores (computed once on the baseline), the baseline pruned one-shot to each head
+    budget and fine-tuned, as run `q3-heads-<first word of the criterion, lower case>`; rows in `RESULTS_FILE`."""
+    data = ssl_data(ws, base.targets[-1])
+    return {name: compress_levels(ws, "head pruning", "q3-heads-" + name.split()[0].lower(), base.model_dir,
+                                  [float(b) for b in budgets], pruning_step(lambda _model, s=scores: s), data,
+                                  ws.scale.compression.finetune, iterative=False, results_file=RESULTS_FILE,
+                                  provenance={"head_scores": _scores_hash(scores)})  # new scores: new levels
+            for name, scores in head_scores.items()}
+
+
+def _scores_hash(scores: list[torch.Tensor]) -> str:
+    digest = hashlib.sha1()
+    for layer in scores:
+        digest.update(layer.detach().double().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def task_head_importance(ws: Workspace, model: MelHuBERT, task: TaskData, probe: Probe,

@@ -20,6 +20,8 @@ METHOD_COLOURS = {
     "first-N layers": "#66a61e",
     "layer pruning": "#a6761d",
     "anytime": "#17becf",
+    "combined": "#e31a1c",
+    "FLASH": "#6a3d9a",
     "log-Mel": "#999999",
     "log-Mel +-4 frames": "#bbbbbb",
     "untrained": "#e6ab02",

@@ -15,7 +15,7 @@ from scipy import stats
 from ..compression.levels import RESULTS_FILE
 from ..data.tasks import TASKS
 from ..data.workspace import Workspace
-from ..model import MelHuBERT
+from ..model import CONFIG_NAME, MelHuBERT, MelHuBERTConfig
 from ..probes.bootstrap import Interval, paired_statistic
 from ..probes.judging import DOWNSTREAM_FILE, error_difference, utterance_errors, utterance_table
 from ..scales import PretrainScale
@@ -72,6 +72,28 @@ def checkpoints_to_judge(ws: Workspace, per_run: int, skip_runs: Sequence[str] =
             row = levels.loc[level]
             chosen.append(JudgedCheckpoint(row.method, run, level, float(row.setting), ws.root / row.model_dir))
     return chosen
+
+
+def depth_ladder(ws: Workspace, runs: Sequence[str]) -> list[JudgedCheckpoint]:
+    """Every level of `runs` (those in `results/compression.csv`) whose model keeps the starting model's layer shape
+    (every head, the full FFN width), so that the runs' models differ only in how they reached their depth: the
+    anytime exits, the first-N truncations and the full-width students, one per depth per run."""
+    table = read_results(ws, RESULTS_FILE)
+    chosen = []
+    for run, levels in table[table.run.isin(list(runs))].groupby("run", sort=False):
+        configs = {int(r.level): MelHuBERTConfig.from_json((ws.root / r.model_dir / CONFIG_NAME).read_text())
+                   for r in levels.itertuples()}
+        start = configs[0]
+        for r in levels[levels.level > 0].sort_values("level").itertuples():
+            cfg = configs[int(r.level)]
+            if set(cfg.ffn_dims) == set(start.ffn_dims) and set(cfg.heads) == set(start.heads):
+                chosen.append(JudgedCheckpoint(r.method, run, int(r.level), float(r.setting), ws.root / r.model_dir))
+    return chosen
+
+
+def depth_of(checkpoint: JudgedCheckpoint) -> int:
+    """The number of layers of a judged checkpoint (from its config)."""
+    return MelHuBERTConfig.from_json((checkpoint.model_dir / CONFIG_NAME).read_text()).depth
 
 
 def with_error(scores: pd.DataFrame) -> pd.DataFrame:
@@ -281,6 +303,32 @@ def keeps_keywords_loses_speakers_and_phonemes(kept: pd.DataFrame) -> bool:
 
 
 VERDICTS = {1: "wins", -1: "loses", 0: "ties"}  # by the sign of the interval of a difference (Interval.sign)
+COMPARED = {1: "worse", -1: "better", 0: "indistinguishable"}  # a source's error minus a reference's, by its sign
+
+
+def compare_errors(ws: Workspace, source: str, reference: str, tasks: Sequence[str]) -> pd.DataFrame:
+    """Per task (its headline metric): `source`'s test error minus `reference`'s (`value`, `low`, `high`: paired 95 %
+    interval over test utterances and probe seeds) and whether `source` is "better", "worse" or "indistinguishable"
+    (the interval spans zero)."""
+    table = utterance_table(ws)
+    rows = []
+    for task in tasks:
+        diff = error_difference(ws, source, reference, task, table=table)
+        rows.append({"task": task, "metric": TASKS[task].metric, "value": diff.value, "low": diff.low,
+                     "high": diff.high, "verdict": COMPARED[diff.sign]})
+    return pd.DataFrame(rows)
+
+
+def comparison_sentence(name: str, reference: str, compared: pd.DataFrame) -> str:
+    """One sentence from `compare_errors`: on which tasks `name` is better, worse or indistinguishable."""
+    parts = []
+    for verdict in ("better", "worse", "indistinguishable"):
+        rows = compared[compared.verdict == verdict]
+        if len(rows):
+            tasks = ", ".join(f"{r.task} ({100 * r.value:+.1f} points, {100 * r.low:+.1f} to {100 * r.high:+.1f})"
+                              for r in rows.itertuples())
+            parts.append(f"{verdict} {'from' if verdict == 'indistinguishable' else 'than'} {reference} on {tasks}")
+    return f"{name} is " + "; ".join(parts) + " (test error difference, paired 95 % interval)"
 
 
 def head_score_verdicts(ws: Workspace, source_of: dict[tuple[str, int], str], targets: Sequence[str],

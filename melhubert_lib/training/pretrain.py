@@ -11,6 +11,7 @@ loss normalised by the global count of masked frames so the update equals the si
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -222,10 +223,15 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def crop_frames(sched: PretrainScale, frame_ms: int) -> int:
+    """Frames of one training crop at the model's frame rate."""
+    return int(sched.crop_seconds * (1000 // frame_ms))
+
+
 def check_chunking(cfg: MelHuBERTConfig, sched: PretrainScale) -> None:
     """Refuse, before any work, a FLASH model whose chunk does not divide the training crop (every crop would end in
     a chunk of padding)."""
-    crop = int(sched.crop_seconds * 1000 // cfg.frame_ms)
+    crop = crop_frames(sched, cfg.frame_ms)
     if cfg.block == "flash" and crop % cfg.chunk:
         raise ValueError(f"FLASH chunk={cfg.chunk} frames does not divide the training crop of {crop} frames "
                          f"(crop_seconds={sched.crop_seconds} at {cfg.frame_ms} ms): choose a chunk that divides it")
@@ -254,9 +260,9 @@ def train(
     `plateau` ends the run (as finished) at the first evaluation where the held-out loss has stopped falling;
     `sched.steps` is then the most it may take. A precision of "auto" is resolved for this device first, and the
     resolved one is part of the schedule a resumed run must match. So is the run's provenance: the hashes of the
-    training and held-out data, the version of the training code, and whatever the caller adds in `provenance`
-    (e.g. the checkpoint a compression level starts from); a resume with other provenance is refused, naming what
-    differs.
+    model's configuration and of the training and held-out data, the version of the training code, and whatever the
+    caller adds in `provenance` (e.g. the checkpoint a compression level starts from); a resume with other
+    provenance is refused, naming what differs.
     """
     check_chunking(model.config, sched)
     objective = objective or Objective()
@@ -265,8 +271,11 @@ def train(
     sched = dataclasses.replace(sched, precision=resolve_precision(sched.precision, info.device))
     torch.manual_seed(seed)
     schedule_json = json.dumps(dataclasses.asdict(sched), sort_keys=True)
+    # the architecture too: a run folder that trained another shape (say a Transformer where FLASH is asked for) is
+    # refused instead of resumed
     provenance = {"code": code_version(__name__, model_module, batching), "train_data": train_data.content_hash(),
-                  "valid_data": valid_data.content_hash(), **(provenance or {})}
+                  "valid_data": valid_data.content_hash(),
+                  "model_config": hashlib.sha1(model.config.to_json().encode()).hexdigest()[:16], **(provenance or {})}
     ckpts = _checkpoints(run_dir)
     if ckpts:
         resumed = MelHuBERT.from_pretrained(ckpts[-1])
@@ -303,7 +312,7 @@ def train(
     writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step) if info.is_main else None
 
     per_sec = 1000 // model.config.frame_ms
-    crop_frames = int(sched.crop_seconds * per_sec)
+    crop = crop_frames(sched, model.config.frame_ms)
     batch_frames = int(sched.batch_seconds * per_sec)
     lengths = train_data.feats.lengths()
     evaluated: tuple[int, SSLMetrics] | None = None  # the latest validation of this call: (step, metrics)
@@ -311,8 +320,8 @@ def train(
         val = evaluate_ssl(model, valid_data, device=info.device)
         evaluated = (0, val)
         metrics_rows += [_row(0, "valid", "loss", val.loss), _row(0, "valid", "accuracy", val.accuracy)]
-    epoch, index = _locate(step, lengths, crop_frames, batch_frames, seed)
-    batches = epoch_batches(lengths, crop_frames, batch_frames, seed, epoch)
+    epoch, index = _locate(step, lengths, crop, batch_frames, seed)
+    batches = epoch_batches(lengths, crop, batch_frames, seed, epoch)
     last_stop = sched.steps if stop_after is None else min(sched.steps, stop_after)
     plateaued = plateau is not None and plateau.reached(_valid_losses(metrics_rows))
     bar = tqdm(total=sched.steps, initial=step, desc=f"train {run_dir.name}", disable=not info.is_main,
@@ -320,7 +329,7 @@ def train(
     while step < last_stop and not plateaued:
         if index == len(batches):
             epoch, index = epoch + 1, 0
-            batches = epoch_batches(lengths, crop_frames, batch_frames, seed, epoch)
+            batches = epoch_batches(lengths, crop, batch_frames, seed, epoch)
         crops = batches[index]  # each process reads the features of its own rows only (targets: all, to count)
         batch = collate(crops, train_data.feats, train_data.targets,
                         rows=rank_rows(len(crops), sched.grad_accum, info.rank, info.world))

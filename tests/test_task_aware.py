@@ -80,3 +80,26 @@ def test_pruning_step_takes_any_scoring_function(probed):
     pruned = pruning_step(scorer)(model, sum(heads) - 1)
     assert pruned.config.head_ids[0] == list(range(1, heads[0]))  # layer 0's head 0 was the lowest
     assert pruned.config.heads[1:] == heads[1:]
+
+
+def test_task_layer_importance_is_zero_for_a_layer_that_passes_its_input_through(smoke_ws, probed):
+    import copy
+
+    from melhubert_lib.probes.task_aware import task_layer_importance
+
+    model, probes = probed
+    task, _, probe = probes["SID"]
+    through = copy.deepcopy(model)
+    with torch.no_grad():  # layer 1 adds nothing to an input that layer 0 already normalised: it passes it through
+        layer = through.layers[1]
+        for linear in (layer.attention.out_proj, layer.ffn.fc2):
+            linear.weight.zero_()
+            linear.bias.zero_()
+        for norm in (layer.attn_norm, layer.ffn_norm, through.layers[0].ffn_norm):
+            norm.weight.fill_(1.0)
+            norm.bias.zero_()
+    rises = task_layer_importance(smoke_ws, through, task, probe)
+    assert abs(rises[1]) < 1e-3 * abs(rises[0])
+    assert task_layer_importance(smoke_ws, through, task, probe) == rises  # the model it was given is untouched
+    with pytest.raises(ValueError, match="the SID probe reads 3 hidden states, the model has 2"):
+        task_layer_importance(smoke_ws, copy.deepcopy(model).truncate(1), task, probe)

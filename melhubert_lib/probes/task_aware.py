@@ -1,4 +1,5 @@
-"""Task-aware head scores: Michel et al.'s importance on a downstream probe's loss through the frozen upstream.
+"""Task-aware scores: Michel et al.'s head importance on a downstream probe's loss through the frozen upstream, and
+each layer's importance as the rise of that loss when the layer is skipped.
 
 The paper scores heads by weights or by the self-supervised loss only. Here a probe trained on the
 upstream's cached hidden states (`superb.train_probe`) is applied to fresh hidden states of the same
@@ -8,10 +9,12 @@ summed over frames. Utterance tasks mean-pool each layer over the valid frames f
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
+from torch import nn
 
 from ..compression.head_pruning import gradient_head_importance, pruning_step
 from ..compression.levels import CompressionRun, compress_levels
@@ -50,6 +53,39 @@ def _scores_hash(scores: list[torch.Tensor]) -> str:
 def task_head_importance(ws: Workspace, model: MelHuBERT, task: TaskData, probe: Probe,
                          fraction: float = 0.5) -> list[torch.Tensor]:
     """Per layer, the importance of each head for `task` (its probe's loss), over `fraction` of the train split."""
+    return gradient_head_importance(model, _probe_losses(ws, model, task, probe, fraction))
+
+
+class _Skipped(nn.Module):
+    """Stands in for a skipped layer: its output is its input."""
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        return x
+
+
+@torch.no_grad()
+def task_layer_importance(ws: Workspace, model: MelHuBERT, task: TaskData, probe: Probe,
+                          fraction: float = 0.5) -> list[float]:
+    """Per layer, how much `task`'s probe loss over `fraction` of the train split rises when that layer is skipped
+    (the task-aware counterpart of `compression.layer_pruning.layer_importance`). The skipped layer's output is its
+    input, so the probe still reads every hidden state it was trained on."""
+    losses = list(_probe_losses(ws, model, task, probe, fraction))
+    model = copy.deepcopy(model).eval()
+
+    def total() -> float:
+        return sum(float(loss(model)) for loss in losses)
+
+    full, rises = total(), []
+    for i in range(model.config.depth):
+        layer, model.layers[i] = model.layers[i], _Skipped()
+        rises.append(total() - full)
+        model.layers[i] = layer
+    return rises
+
+
+def _probe_losses(ws: Workspace, model: MelHuBERT, task: TaskData, probe: Probe,
+                  fraction: float) -> Iterator[Callable[[MelHuBERT], torch.Tensor]]:
+    """The frozen probe's loss functions over `fraction` of `task`'s train split, checked against `model`."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction={fraction} must lie in (0, 1]")
     if probe.mean.shape[0] != model.config.depth + 1:
@@ -61,7 +97,7 @@ def task_head_importance(ws: Workspace, model: MelHuBERT, task: TaskData, probe:
     probe = probe.eval()
     for p in probe.parameters():
         p.requires_grad_(False)
-    return gradient_head_importance(model, _task_losses(inputs, labels, n, probe, task.spec.kind == "utterance"))
+    return _task_losses(inputs, labels, n, probe, task.spec.kind == "utterance")
 
 
 def _task_losses(inputs: FrameStore, labels: list, n: int, probe: Probe,

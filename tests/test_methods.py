@@ -176,7 +176,7 @@ def test_width_schedules_that_do_not_fit_a_model_are_refused_with_the_reason():
     with torch.device("meta"):
         flash = MelHuBERT(preset("default-flash"))  # gate/value width 512
         transformer = MelHuBERT(preset("default"))  # FFN width 1024
-    with pytest.raises(ValueError, match=r"this model's width is 512; choose widths below it"):
+    with pytest.raises(ValueError, match=r"this model.s width is 512; choose falling widths below it"):
         get_method("ffn-shrink").check(flash, comp)
     with pytest.raises(ValueError, match=r"an FFN narrower than this model's 512 where it narrows"):
         get_method("distill-teacher").check(flash, comp)
@@ -187,3 +187,12 @@ def test_width_schedules_that_do_not_fit_a_model_are_refused_with_the_reason():
 def test_a_tag_and_a_start_folder_together_are_refused(smoke_ws, tmp_path):
     with pytest.raises(ValueError, match="give `tag` .* or `start_dir` .*, not both"):
         get_method("heads-l1").run(smoke_ws, start_dir=tmp_path / "imported", tag="flash")
+
+
+def test_another_architecture_trains_on_exactly_the_baselines_targets(smoke_ws):
+    base = baseline.pretrain_baseline(smoke_ws)
+    flash = baseline.pretrain_baseline(smoke_ws, name="flash", model_preset="smoke-flash", targets=base.targets[-1])
+    assert flash.targets == [base.targets[-1]] and len(flash.runs) == 1
+    assert MelHuBERT.from_pretrained(flash.model_dir).config.block == "flash"
+    with pytest.raises(ValueError, match="`tag` names a run of another pretrained model: give that model as `base`"):
+        get_method("layers-ssl").run(smoke_ws, tag="flash")

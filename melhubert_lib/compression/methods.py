@@ -76,6 +76,8 @@ class Method:
         if tag is not None and start_dir is not None:
             raise ValueError("give `tag` (another architecture pretrained here) or `start_dir` (an imported "
                              "checkpoint), not both: each names the run its own way")
+        if tag is not None and base is None:
+            raise ValueError("`tag` names a run of another pretrained model: give that model as `base` too")
         if start_dir is None:
             base = base or baseline.pretrain_baseline(ws)  # finished in 01_baseline: loads, or resumes
             model_dir, run, results_file = base.model_dir, self.name, RESULTS_FILE
@@ -168,14 +170,15 @@ def _distillation_method(loss: str, init: str) -> Method:
 
 
 def _check_ffn_widths(teacher: MelHuBERT, scale: CompressionScale) -> None:
-    """The FFN shrink only removes units: one width in every layer, and every scheduled width below it."""
+    """The FFN shrink only removes units: one width in every layer, and falling scheduled widths below it."""
     widths = set(teacher.config.ffn_dims)
     if len(widths) != 1:
         raise ValueError(f"the FFN shrink expects one width in every layer, got {teacher.config.ffn_dims}")
     width = widths.pop()
-    if any(w >= width for w in scale.ffn_widths):
+    schedule = [width, *scale.ffn_widths]
+    if any(b >= a for a, b in zip(schedule, schedule[1:], strict=False)) or min(schedule) < 1:
         raise ValueError(f"ffn_widths={scale.ffn_widths}: the FFN shrink only removes units, and this model's width "
-                         f"is {width}; choose widths below it (CompressionScale.ffn_widths)")
+                         f"is {width}; choose falling widths below it (CompressionScale.ffn_widths)")
 
 
 def _check_students(teacher: MelHuBERT, scale: CompressionScale) -> None:

@@ -44,9 +44,11 @@ def prune_by_scores(ws: Workspace, base: BaselineResult, head_scores: dict[str, 
 
 
 def _scores_hash(scores: list[torch.Tensor]) -> str:
-    digest = hashlib.sha1()
+    """A key of what the scores decide (the heads' order in every layer and across layers), not of their last bits,
+    which differ between CPUs."""
+    digest = hashlib.sha1(torch.cat([s.detach().cpu() for s in scores]).argsort().numpy().tobytes())
     for layer in scores:
-        digest.update(layer.detach().double().cpu().numpy().tobytes())
+        digest.update(layer.detach().cpu().argsort().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -69,11 +71,11 @@ def task_layer_importance(ws: Workspace, model: MelHuBERT, task: TaskData, probe
     """Per layer, how much `task`'s probe loss over `fraction` of the train split rises when that layer is skipped
     (the task-aware counterpart of `compression.layer_pruning.layer_importance`). The skipped layer's output is its
     input, so the probe still reads every hidden state it was trained on."""
-    losses = list(_probe_losses(ws, model, task, probe, fraction))
     model = copy.deepcopy(model).eval()
 
-    def total() -> float:
-        return sum(float(loss(model)) for loss in losses)
+    def total() -> float:  # mean loss over the batches, collated afresh each pass (no split held in memory)
+        losses = [float(loss(model)) for loss in _probe_losses(ws, model, task, probe, fraction)]
+        return sum(losses) / len(losses)
 
     full, rises = total(), []
     for i in range(model.config.depth):

@@ -181,29 +181,31 @@ def baseline_config(ws: Workspace, model_preset: str | None = None) -> MelHuBERT
 
 def pretrain_baseline(ws: Workspace, name: str = "baseline", sched: PretrainScale | None = None,
                       seed: int | None = None, stop_after: int | None = None,
-                      model_preset: str | None = None) -> BaselineResult:
+                      model_preset: str | None = None, targets: TargetSet | None = None) -> BaselineResult:
     """Run (or resume) every target iteration of the baseline; runs live in runs/<name>-iter<i>.
 
-    `model_preset` pretrains another architecture on the same corpus and targets (e.g. "default-flash"; give it its
-    own `name`)."""
+    `model_preset` pretrains another architecture on the same corpus (e.g. "default-flash"; give it its own `name`);
+    with `targets` (say the baseline's last target set) it trains once on exactly those instead of making its own
+    iterations, so the two architectures differ in nothing else."""
     sched = sched or ws.scale.pretrain
     config = baseline_config(ws, model_preset)  # an unknown preset is refused before any work
     seed = ws.seed if seed is None else seed
-    targets = [acoustic_targets(ws)]
+    iterations = sched.iterations if targets is None else 1
+    target_sets = [acoustic_targets(ws) if targets is None else targets]
     runs: list[TrainResult] = []
-    for it in range(1, sched.iterations + 1):
+    for it in range(1, iterations + 1):
         if it > 1:
             prev = MelHuBERT.from_pretrained(runs[-1].model_dir)
             layer = sched.stage2_layer if sched.stage2_layer >= 0 else max(1, prev.config.depth // 2)
-            targets.append(hidden_targets(ws, prev, layer, f"{name}-iter{it - 1}-layer{layer}"))
-        data = ssl_data(ws, targets[-1])
+            target_sets.append(hidden_targets(ws, prev, layer, f"{name}-iter{it - 1}-layer{layer}"))
+        data = ssl_data(ws, target_sets[-1])
         torch.manual_seed(seed)
         model = MelHuBERT(config, feature_stats(ws))
         runs.append(train(model, data["pretrain-train"], data["pretrain-valid"], sched,
                           ws.run_dir(f"{name}-iter{it}"), seed=seed, stop_after=stop_after))
         if runs[-1].steps < sched.steps:
             break
-    return BaselineResult(targets, runs)
+    return BaselineResult(target_sets, runs)
 
 
 def untrained_model(ws: Workspace, seed: int | None = None) -> MelHuBERT:

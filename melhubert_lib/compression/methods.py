@@ -169,14 +169,19 @@ def _distillation_method(loss: str, init: str) -> Method:
                   linestyle="-" if init == "teacher" else "--")
 
 
+def _falling_below(width: int, widths: tuple[int, ...]) -> bool:
+    """Whether `widths` fall step by step from below `width` and stay positive (an FFN shrink's schedule)."""
+    schedule = [width, *widths]
+    return all(b < a for a, b in zip(schedule, schedule[1:], strict=False)) and min(schedule) >= 1
+
+
 def _check_ffn_widths(teacher: MelHuBERT, scale: CompressionScale) -> None:
     """The FFN shrink only removes units: one width in every layer, and falling scheduled widths below it."""
     widths = set(teacher.config.ffn_dims)
     if len(widths) != 1:
         raise ValueError(f"the FFN shrink expects one width in every layer, got {teacher.config.ffn_dims}")
     width = widths.pop()
-    schedule = [width, *scale.ffn_widths]
-    if any(b >= a for a, b in zip(schedule, schedule[1:], strict=False)) or min(schedule) < 1:
+    if not _falling_below(width, scale.ffn_widths):
         raise ValueError(f"ffn_widths={scale.ffn_widths}: the FFN shrink only removes units, and this model's width "
                          f"is {width}; choose falling widths below it (CompressionScale.ffn_widths)")
 
@@ -213,8 +218,7 @@ def _check_combined(teacher: MelHuBERT, scale: CompressionScale) -> CombinedReci
         raise ValueError(f"combined heads_kept={recipe.heads_kept}: the {depth}-layer student has {heads} heads and "
                          f"loses one per layer per level, so choose the first levels of {per_layer}")
     width = recipe.student.ffn_dim or teacher.config.ffn_dims[0]
-    widths = [width, *recipe.ffn_widths]
-    if not recipe.ffn_widths or any(b >= a for a, b in zip(widths, widths[1:], strict=False)) or widths[-1] < 1:
+    if not recipe.ffn_widths or not _falling_below(width, recipe.ffn_widths):
         raise ValueError(f"combined ffn_widths={recipe.ffn_widths}: choose falling widths below the student's {width}")
     return recipe
 

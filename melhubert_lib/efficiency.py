@@ -37,7 +37,7 @@ class MacCount:
     """MACs of one forward pass over `seconds` of audio, split by source."""
 
     seconds: float
-    linear_and_conv: int
+    linear_and_conv: int  # every op the flop counter counts (FLASH's attention matmuls too)
     attention: int
 
     @property
@@ -61,41 +61,42 @@ def attention_macs(model: MelHuBERT, frames: int) -> int:
 
 
 @torch.no_grad()
-def count_macs(model: MelHuBERT, seconds: float = 10.0) -> MacCount:
-    """Dense MACs of one forward pass (batch 1, no masking) over `seconds` of audio."""
-    frames = int(round(seconds * 1000 / model.config.frame_ms))
-    x = torch.zeros(1, frames, model.config.input_dim)
+def _flop_counts(model: MelHuBERT, frames: int) -> dict[str, dict]:
+    """The flop counter's counts (per module, and "Global") of one eval-mode pass at batch 1 over `frames` frames."""
     was_training = model.training
     model.eval()
     with FlopCounterMode(display=False) as counter:
-        model(x)
+        model(torch.zeros(1, frames, model.config.input_dim))
     model.train(was_training)
-    counts = counter.get_flop_counts()["Global"]
-    counted = sum(v for op, v in counts.items() if "scaled_dot_product" not in str(op)) // 2
-    return MacCount(seconds=seconds, linear_and_conv=int(counted), attention=attention_macs(model, frames))
+    return counter.get_flop_counts()
 
 
-@torch.no_grad()
+def _counted_macs(counts: dict[str, dict]) -> int:
+    """MACs of every op the counter sees (CPU scaled_dot_product_attention, which it counts as zero, left out)."""
+    return sum(v for op, v in counts["Global"].items() if "scaled_dot_product" not in str(op)) // 2
+
+
+def count_macs(model: MelHuBERT, seconds: float = 10.0) -> MacCount:
+    """Dense MACs of one forward pass (batch 1, no masking) over `seconds` of audio."""
+    frames = int(round(seconds * 1000 / model.config.frame_ms))
+    counted = _counted_macs(_flop_counts(model, frames))
+    return MacCount(seconds=seconds, linear_and_conv=counted, attention=attention_macs(model, frames))
+
+
 def sparse_macs(model: MelHuBERT, seconds: float = 10.0) -> int:
     """MACs when zero weights are skipped: the dense count less each linear/conv layer's MACs on its zero weights.
 
     Everything else (the attention matmuls, FLASH's attention included) stays dense.
     """
     frames = int(round(seconds * 1000 / model.config.frame_ms))
-    was_training = model.training
-    model.eval()
-    with FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, frames, model.config.input_dim))
-    model.train(was_training)
-    per_module = counter.get_flop_counts()
-    dense = sum(v for op, v in per_module["Global"].items() if "scaled_dot_product" not in str(op)) / 2
+    counts = _flop_counts(model, frames)
     skipped = 0.0
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear | nn.Conv1d):
-            flops = sum(per_module.get(f"{type(model).__name__}.{name}", {}).values())
+            flops = sum(counts.get(f"{type(model).__name__}.{name}", {}).values())
             zeros = 1.0 - float(torch.count_nonzero(module.weight)) / module.weight.numel()
             skipped += flops / 2 * zeros
-    return int(round(dense - skipped)) + attention_macs(model, frames)
+    return int(round(_counted_macs(counts) - skipped)) + attention_macs(model, frames)
 
 
 @dataclass

@@ -58,7 +58,9 @@ $(foreach nb,$(COMPRESSION) 06_downstream,$(STAMP)/$(nb).done): $(STAMP)/01_base
 $(STAMP)/07_tradeoffs.done: $(foreach nb,$(COMPRESSION) 06_downstream,$(STAMP)/$(nb).done)
 $(STAMP)/08_q1_ssl_loss.done: $(foreach nb,$(COMPRESSION),$(STAMP)/$(nb).done)
 $(STAMP)/09_q2_universality.done: $(STAMP)/07_tradeoffs.done
-$(STAMP)/10_q3_task_aware.done: $(STAMP)/06_downstream.done
+# 10 also judges 05's layer pruning (as 07 does) against its own task-ranked layer pruning: after 07, whose rows it
+# reuses, never beside it (make -j: both write the downstream tables)
+$(STAMP)/10_q3_task_aware.done: $(STAMP)/07_tradeoffs.done
 $(STAMP)/11_attention_heads.done: $(STAMP)/02_head_pruning.done
 # 12 writes the downstream tables too: after the other notebooks that write them, never beside one (make -j)
 $(STAMP)/12_flash.done: $(STAMP)/07_tradeoffs.done $(STAMP)/10_q3_task_aware.done

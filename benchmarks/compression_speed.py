@@ -1,6 +1,7 @@
 """Measured CPU speed of compressed checkpoints against the baseline, in this one process.
 
-For each structured method (head pruning, FFN shrink, truncated SVD, distillation, first-N layers)
+For each structured method (head pruning, FFN shrink, truncated SVD, distillation, first-N layers, layer
+pruning, the anytime model's shallowest exit, the combined recipe)
 it takes the strongest level of the default-scale runs, measures the real-time factor (batch 1, 10 s
 of audio, 1 thread, median of repeated runs, each model in a fresh process with a caching allocator as
 in `efficiency.process_speed`) of it and of the baseline, and prints the speed-up next
@@ -30,7 +31,8 @@ from melhubert_lib.model import MelHuBERT
 from melhubert_lib.training import baseline
 
 STRUCTURED = {"head pruning": "heads-l1", "FFN shrink": "ffn-shrink", "SVD, uniform budget": "svd-uniform",
-              "distillation": "distill-teacher", "first-N layers": "first-n"}
+              "distillation": "distill-teacher", "first-N layers": "first-n", "layer pruning": "layers-ssl",
+              "anytime exits": "anytime-teacher", "combined recipe": "combined"}
 
 
 def strongest(run_dir: Path) -> Path | None:

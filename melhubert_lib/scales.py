@@ -129,8 +129,12 @@ class StudyScale:
     q3_tasks: tuple[str, ...] = ("PR", "SID")  # Q3: tasks whose probe losses score the heads
     # Q3: head budgets (heads left in all), one-shot from the baseline; three at default scale (of 16 heads)
     q3_heads_kept: tuple[int, ...] = (12, 8, 4)
+    # Q3: tasks its pruned models are judged on besides `q3_tasks` (None: every task of `tasks`)
+    q3_other_tasks: tuple[str, ...] | None = None
     # runs left out of the downstream study (07, 09) to fit the time budget: variants of a method whose main run is in
     unjudged_runs: tuple[str, ...] = ()
+    # runs whose every full-shape level 07 judges for its depth comparison (09 reads them too): they ran in 05
+    depth_runs: tuple[str, ...] = ("anytime-teacher", "layers-ssl", "distill-teacher", "first-n")
 
 
 @dataclass(frozen=True)
@@ -242,9 +246,10 @@ SCALES: dict[str, Scale] = {
         downstream=DownstreamScale(epochs={"PR": 10, "SID": 40, "KS": 40, "ASR": 10},
                                    learning_rates={"PR": 5e-2, "ASR": 6e-3, "SID": 5e-3, "KS": 5e-3}, seeds=(0, 1, 2)),
         # ASR leaves the default study: its BiLSTM probe does not learn from a few hundred utterances (WER about
-        # 99 % in the runs before); Q3 prunes for SID, the task that compression moves at this scale
+        # 99 % in the runs before); Q3 prunes for SID, the task that compression moves at this scale, and judges its
+        # pruned models on SID alone (the time budget)
         study=StudyScale(unjudged_runs=("svd-energy", "distill-random", "anytime-random"),
-                         floor_tasks=("PR", "SID", "KS"), q3_tasks=("SID",)),
+                         floor_tasks=("PR", "SID", "KS"), q3_tasks=("SID",), q3_other_tasks=()),
         flash_preset="default-flash",
     ),
     "paper": Scale(

@@ -332,6 +332,31 @@ def test_s3prl_upstream_and_featurizer_on_a_suite_checkpoint(smoke_ws, tmp_path)
     torch.testing.assert_close(hs[-1][1, :m], ref[-1][0, :m], atol=1e-3, rtol=1e-3)
 
 
+def test_the_s3prl_upstream_serves_a_chosen_exit(smoke_ws, tmp_path):
+    model = baseline.untrained_model(smoke_ws).eval()
+    ckpt = model.save_pretrained(tmp_path / "ckpt")
+    register()
+    (tmp_path / "exit.yaml").write_text("n_layers: 1\n")
+    wavs = 0.1 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(model_input(wavs[0], model.feature_stats)[None], n_layers=1).hidden_states
+        confs = {"kwarg": {"n_layers": 1}, "file": {"model_config": str(tmp_path / "exit.yaml")}}
+        served = {how: S3PRLUpstream(HUB_NAME, path_or_url=str(ckpt), extra_conf=conf).eval()(
+            wavs, torch.tensor([16000]))[0] for how, conf in confs.items()}
+    assert model.config.depth > 1
+    for hs in served.values():
+        assert len(hs) == 2  # the input projection and the first layer, as the truncated model gives
+        m = min(hs[-1].shape[1], ref[-1].shape[1])
+        torch.testing.assert_close(hs[-1][0, :m], ref[-1][0, :m], atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match=f"n_layers=0: .* has {model.config.depth} layers"):
+        MelHuBERTUpstream(str(ckpt), n_layers=0)
+    with pytest.raises(ValueError, match="n_layers must be a whole number of layers, got True"):
+        MelHuBERTUpstream(str(ckpt), n_layers=True)
+    (tmp_path / "bad.yaml").write_text("n_layers: two\n")
+    with pytest.raises(ValueError, match="n_layers must be a whole number"):
+        MelHuBERTUpstream(str(ckpt), model_config=str(tmp_path / "bad.yaml"))
+
+
 def test_s3prl_entry_rejects_what_is_not_a_suite_checkpoint(smoke_ws, tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint directory"):
         melhubert_suite(str(tmp_path / "missing"))

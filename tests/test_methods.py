@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from melhubert_lib.cli import main
 from melhubert_lib.compression import weight_pruning
 from melhubert_lib.compression.methods import METHODS, get_method
 from melhubert_lib.model import MelHuBERT
+from melhubert_lib.scales import StudentShape
 from melhubert_lib.study.plotting import METHOD_COLOURS
 from melhubert_lib.training import baseline
 
@@ -172,7 +174,9 @@ def test_width_schedules_that_do_not_fit_a_model_are_refused_with_the_reason():
     from melhubert_lib.model import preset
     from melhubert_lib.scales import get_scale
 
-    comp = get_scale("default").compression
+    # schedules written for the Transformer's FFN of 1024: one shrinks through widths above FLASH's 512, the other
+    # distils a student whose FFN of 768 would widen FLASH's units
+    comp = replace(get_scale("default").compression, ffn_widths=(768, 512, 256), students=(StudentShape(1, 768),))
     with torch.device("meta"):
         flash = MelHuBERT(preset("default-flash"))  # gate/value width 512
         transformer = MelHuBERT(preset("default"))  # FFN width 1024

@@ -270,6 +270,42 @@ def test_compare_errors_says_better_worse_or_indistinguishable_from_the_paired_i
                                ).startswith("swinging is indistinguishable from the reference on PR")
 
 
+def test_resolution_compares_each_difference_interval_with_the_baselines_gain_over_the_floor(tmp_path):
+    from melhubert_lib.study.questions import resolution
+
+    units = np.full(60, 20)
+    swings = np.where(np.arange(60) % 2 == 0, 1.0, -1.0)
+    baseline = np.full(60, 6.0)
+    ws = _utterance_results(tmp_path, {"log-Mel": baseline + 8.0, "baseline": baseline, "steady": baseline + 1.0,
+                                       "swinging": baseline + swings * 3.0}, units)
+    table = resolution(ws, ["steady", "swinging"], ["PR"]).set_index("source")
+    assert table.gain.tolist() == pytest.approx([0.4, 0.4])  # 8 errors of 20 units fewer than log-Mel
+    assert table.loc["steady", "half_width"] == pytest.approx(0.0)  # the same shift on every utterance
+    # +-3 of 20 units on alternate utterances: the interval's half-width near 1.96 x 0.15 / sqrt(60) = 0.038
+    assert 0.02 < table.loc["swinging", "half_width"] < 0.06
+    assert table.loc["swinging", "ratio"] == pytest.approx(table.loc["swinging", "half_width"] / 0.4)
+
+
+def test_a_combination_is_judged_against_the_best_single_method_that_costs_no_more(tmp_path):
+    from melhubert_lib.study.questions import against_best_single
+
+    units = np.full(60, 20)
+    errors = {"combo": np.full(60, 6.0), "cheap-good": np.full(60, 5.0), "cheap-bad": np.full(60, 9.0),
+              "costly-best": np.full(60, 2.0), "base": np.full(60, 1.0)}
+    ws = _utterance_results(tmp_path, errors, units)
+    runs = {"combo": "combined", "cheap-good": "a", "cheap-bad": "b", "costly-best": "c", "base": "baseline"}
+    macs = {"combo": 1.0, "cheap-good": 0.9, "cheap-bad": 0.5, "costly-best": 1.5, "base": 0.1}
+    points = pd.DataFrame([{"source": k, "run": runs[k], "task": "PR", "macs": macs[k], "error": e.mean() / 20}
+                           for k, e in errors.items()])
+    row = against_best_single(ws, points, "combined").iloc[0]
+    # the costlier run and the baseline are no rivals; of the affordable runs the lower error is the rival
+    assert (row.rival, row.rival_run, row.verdict) == ("cheap-good", "a", "worse")
+    assert row.value == pytest.approx(0.05)  # 6 - 5 errors of 20 units
+    points.loc[points.source == "combo", "macs"] = 0.2  # cheaper than every single method: nothing to compare
+    nothing = against_best_single(ws, points, "combined")
+    assert nothing.empty and "verdict" in nothing.columns  # empty, but a table the notebook can count verdicts in
+
+
 def test_the_results_summary_is_generated_from_the_results_files(tmp_path):
     from melhubert_lib.compression.levels import RESULTS_FILE
     from melhubert_lib.probes.judging import DOWNSTREAM_FILE
@@ -315,3 +351,10 @@ def test_the_depth_ladder_keeps_only_levels_of_the_starting_models_layer_shape(t
     ladder = depth_ladder(ws, ["r"])
     assert [(c.run, c.level) for c in ladder] == [("r", 1)]  # the narrow student and the pruned heads are left out
     assert depth_of(ladder[0]) == 1 and ladder[0].name == "r/level-01"
+    # what 07 judges and 09 reads: each run's most severe level (one per run here) and the ladder's, once, in order
+    from melhubert_lib.study.questions import study_checkpoints
+
+    judged = study_checkpoints(ws, per_run=1, depth_runs=["r"])
+    assert [(c.run, c.level) for c in judged] == [("r", 1), ("r", 3), ("other", 1)]
+    assert [(c.run, c.level) for c in study_checkpoints(ws, per_run=3, depth_runs=["r"])] == [
+        ("r", 1), ("r", 2), ("r", 3), ("other", 1)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -103,3 +104,35 @@ def test_task_layer_importance_is_zero_for_a_layer_that_passes_its_input_through
     assert task_layer_importance(smoke_ws, through, task, probe) == rises  # the model it was given is untouched
     with pytest.raises(ValueError, match="the SID probe reads 3 hidden states, the model has 2"):
         task_layer_importance(smoke_ws, copy.deepcopy(model).truncate(1), task, probe)
+
+
+def test_a_ranked_layer_step_removes_the_lowest_scored_original_layers_one_by_one():
+    from melhubert_lib.compression.layer_pruning import ranked_step
+    from melhubert_lib.model import preset
+
+    torch.manual_seed(0)
+    cfg = preset("smoke")
+    model = MelHuBERT(dataclasses.replace(cfg, heads=[cfg.heads[0]] * 4, ffn_dims=[cfg.ffn_dims[0]] * 4))
+    step = ranked_step([0.3, -0.1, 0.5, 0.2])  # original layer 1 matters least, then 3, then 0
+    three = step(model, 3)
+    assert three.config.layer_ids == [0, 2, 3]
+    two = step(three, 2)  # from the previous level: its layers keep their original numbers
+    assert two.config.layer_ids == [0, 2]
+    assert step(model, 1).config.layer_ids == [2]  # in one shot to one layer: the highest score stays
+    by_hand = copy.deepcopy(model).drop_layers([1, 3]).state_dict()
+    assert two.state_dict().keys() == by_hand.keys()
+    assert all(torch.equal(two.state_dict()[k], v) for k, v in by_hand.items())
+    assert model.config.depth == 4  # the caller's model is untouched
+    with pytest.raises(ValueError, match="keep at least one, and remove at least one"):
+        step(model, 4)
+    with pytest.raises(ValueError, match="2 layer scores for a model whose layers came from 4"):
+        ranked_step([0.1, 0.2])(model, 2)
+
+
+def test_layer_pruning_by_a_ranking_refuses_scores_that_do_not_fit_the_baseline(smoke_ws):
+    from melhubert_lib.probes.task_aware import prune_layers_by_rises
+
+    base = baseline.pretrain_baseline(smoke_ws)  # smoke: 2 layers
+    with pytest.raises(ValueError, match="3 layer scores for a baseline of 2 layers"):
+        prune_layers_by_rises(smoke_ws, base, [0.1, 0.2, 0.3], "x")
+    assert not smoke_ws.run_dir("q3-layers-x").exists()  # refused before any work

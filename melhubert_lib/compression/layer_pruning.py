@@ -4,11 +4,13 @@ A layer's importance is the masked-prediction loss of the model with that layer 
 it would have read), on a slice of the training data as large as the held-out set (the held-out set itself stays
 for reporting): the layer whose absence raises the loss least goes first. Each removal re-scores
 the layers that are left. The pruned model keeps the original index of every layer in its config.
+`ranked_step` removes layers by a fixed score per original layer instead (a task-aware score computed once).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -33,5 +35,21 @@ def pruning_step(data: SSLData) -> Step:
         while pruned.config.depth > kept:
             pruned.drop_layers([int(np.argmin(layer_importance(pruned, data)))])
         return pruned
+
+    return step
+
+
+def ranked_step(scores: Sequence[float]) -> Step:
+    """A compression step that removes the layers with the lowest of `scores` (one per original layer, computed once
+    on the starting model), one at a time, until `layers_kept` are left."""
+
+    def step(model: MelHuBERT, layers_kept: float) -> MelHuBERT:
+        depth, kept, ids = model.config.depth, int(layers_kept), model.config.original_layers()
+        if not 1 <= kept < depth:
+            raise ValueError(f"cannot go from {depth} layers to {kept}: keep at least one, and remove at least one")
+        if max(ids) >= len(scores):
+            raise ValueError(f"{len(scores)} layer scores for a model whose layers came from {max(ids) + 1}")
+        order = sorted(range(depth), key=lambda i: scores[ids[i]])  # current positions, least important first
+        return copy.deepcopy(model).drop_layers(order[: depth - kept])
 
     return step

@@ -3,7 +3,9 @@
 `register()` adds the hub entry `melhubert_suite` to `s3prl.hub`, after which
 `S3PRLUpstream("melhubert_suite", path_or_url=<checkpoint dir>)` builds it and s3prl's
 `run_downstream.py -u melhubert_suite -k <checkpoint dir>` runs SUPERB recipes on it
-(`melhubert s3prl-downstream ...` registers and then hands its arguments to s3prl).
+(`melhubert s3prl-downstream ...` registers and then hands its arguments to s3prl). An exit of the model (its first
+`n_layers` layers; an anytime model's exit head) is served with `n_layers=` or, through run_downstream's
+`-g <file>`, a YAML file holding `n_layers: <k>`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import yaml
 from s3prl import hub
 from s3prl.upstream.interfaces import UpstreamBase
 from torch.nn.utils.rnn import pad_sequence
@@ -30,19 +33,28 @@ RECIPES = Path(__file__).with_name("s3prl_recipes")
 class MelHuBERTUpstream(UpstreamBase):
     """s3prl upstream contract: a list of 16 kHz waveforms in, {"hidden_states": [(B, T, D), ...]} out."""
 
-    def __init__(self, ckpt: str | os.PathLike, model_config: str | None = None, **kwargs: object) -> None:
+    def __init__(self, ckpt: str | os.PathLike, model_config: str | None = None, n_layers: int | None = None,
+                 **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.model = MelHuBERT.from_pretrained(ckpt)
         if self.model.feature_stats is None:
             raise ValueError(f"{ckpt}: no {STATS_NAME} in the checkpoint, so its input normalisation is unknown; "
                              "save the model with its feature_stats set (pretraining does this)")
+        if n_layers is None and model_config:
+            n_layers = _exit_from_config(model_config)
+        depth = self.model.config.depth
+        if n_layers is not None and (isinstance(n_layers, bool) or not isinstance(n_layers, int)):
+            raise ValueError(f"n_layers must be a whole number of layers, got {n_layers!r}")
+        if n_layers is not None and not 1 <= n_layers <= depth:
+            raise ValueError(f"n_layers={n_layers}: {ckpt} has {depth} layers, serve an exit from 1 to {depth}")
+        self.n_layers = n_layers  # None: every layer
 
     def get_downsample_rates(self, key: str) -> int:
         """Waveform samples per output frame (320 at the 20 ms frame rate)."""
         return SAMPLE_RATE * self.model.config.frame_ms // 1000
 
     def forward(self, wavs: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
-        """Hidden states of every layer (the input projection first) for a batch of waveforms."""
+        """Hidden states of every served layer (the input projection first) for a batch of waveforms."""
         bad = [i for i, w in enumerate(wavs) if not bool(torch.isfinite(w).all())]
         if bad:
             raise ValueError(f"wavs {bad} of the batch hold NaN or infinite samples; hidden states of them would be "
@@ -51,8 +63,19 @@ class MelHuBERTUpstream(UpstreamBase):
         feats = [model_input(w.detach().float().cpu(), stats, frame_ms) for w in wavs]
         lengths = torch.tensor([len(f) for f in feats])
         device = next(self.model.parameters()).device
-        out = self.model(pad_sequence(feats, batch_first=True).to(device), lengths.to(device))
+        out = self.model(pad_sequence(feats, batch_first=True).to(device), lengths.to(device), n_layers=self.n_layers)
         return {"hidden_states": out.hidden_states, "last_hidden_state": out.hidden_states[-1]}
+
+
+def _exit_from_config(path: str) -> int | None:
+    """`n_layers` from an upstream config file (YAML or JSON: `n_layers: <k>`), None when it sets none."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"upstream model_config {path!r} is no file: give a YAML file holding n_layers: <k>")
+    config = yaml.safe_load(Path(path).read_text()) or {}
+    value = config.get("n_layers") if isinstance(config, dict) else None
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{path}: n_layers must be a whole number of layers, got {value!r}")
+    return value
 
 
 def melhubert_suite(ckpt: str, *args: object, **kwargs: object) -> MelHuBERTUpstream:

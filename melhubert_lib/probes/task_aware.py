@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..compression.head_pruning import gradient_head_importance, pruning_step
+from ..compression.layer_pruning import ranked_step
 from ..compression.levels import CompressionRun, compress_levels
 from ..data.batching import Batch, collate, eval_batches
 from ..data.frames import FrameStore
@@ -41,6 +42,21 @@ def prune_by_scores(ws: Workspace, base: BaselineResult, head_scores: dict[str, 
                                   ws.scale.compression.finetune, iterative=False, results_file=RESULTS_FILE,
                                   provenance={"head_scores": _scores_hash(scores)})  # new scores: new levels
             for name, scores in head_scores.items()}
+
+
+def prune_layers_by_rises(ws: Workspace, base: BaselineResult, rises: Sequence[float], name: str) -> CompressionRun:
+    """The baseline pruned layer by layer down to one layer, each level removing the remaining layer whose absence
+    raised a criterion's loss least on the baseline (`rises`, e.g. `task_layer_importance`), fine-tuned after each
+    removal; run `q3-layers-<name>`, rows in `RESULTS_FILE`."""
+    depth = MelHuBERT.from_pretrained(base.model_dir).config.depth
+    if len(rises) != depth:
+        raise ValueError(f"{len(rises)} layer scores for a baseline of {depth} layers: score every layer once")
+    data = ssl_data(ws, base.targets[-1])
+    order = [int(i) for i in sorted(range(depth), key=lambda i: rises[i])]
+    return compress_levels(ws, "layer pruning", f"q3-layers-{name}", base.model_dir,
+                           [float(d) for d in range(depth - 1, 0, -1)], ranked_step(rises), data,
+                           ws.scale.compression.finetune, results_file=RESULTS_FILE,
+                           provenance={"layer_order": order})  # another order: new levels
 
 
 def _scores_hash(scores: list[torch.Tensor]) -> str:

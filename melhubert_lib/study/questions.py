@@ -91,6 +91,17 @@ def depth_ladder(ws: Workspace, runs: Sequence[str]) -> list[JudgedCheckpoint]:
     return chosen
 
 
+def study_checkpoints(ws: Workspace, per_run: int, skip_runs: Sequence[str] = (),
+                      depth_runs: Sequence[str] = ()) -> list[JudgedCheckpoint]:
+    """Every checkpoint 07_tradeoffs judges: each run's evenly spread levels (`checkpoints_to_judge`), then the depth
+    ladder of `depth_runs` (`depth_ladder`) where it adds levels, each checkpoint once, a run's levels in order."""
+    chosen = checkpoints_to_judge(ws, per_run, skip_runs)
+    names = {c.name for c in chosen}
+    chosen += [c for c in depth_ladder(ws, depth_runs) if c.name not in names]
+    runs = list(dict.fromkeys(c.run for c in chosen))
+    return sorted(chosen, key=lambda c: (runs.index(c.run), c.level))
+
+
 def depth_of(checkpoint: JudgedCheckpoint) -> int:
     """The number of layers of a judged checkpoint (from its config)."""
     return MelHuBERTConfig.from_json((checkpoint.model_dir / CONFIG_NAME).read_text()).depth
@@ -145,6 +156,30 @@ def budget_winners(ws: Workspace, points: pd.DataFrame, baseline: pd.Series, cos
         fraction = (best.budget / baseline[cost]).astype(float).round(2)
         rows.append(best.assign(cost=cost, budget_fraction=fraction, tied_runs=tied))
     return pd.concat(rows, ignore_index=True)
+
+
+def against_best_single(ws: Workspace, points: pd.DataFrame, run: str, cost: str = "macs",
+                        table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """For each judged level of `run` (a combination of methods) and each task in `points` (judged points with
+    columns source, run, task, error and `cost`): the lowest-error point of any other compressed run that costs at
+    most as much (`rival`, `rival_run`), and the level's error minus the rival's with its paired 95 % interval
+    (`value`, `low`, `high`) and `verdict` ("better", "worse" or "indistinguishable"). A level that no other run
+    matches in cost is left out."""
+    table = utterance_table(ws) if table is None else table
+    rows = []
+    singles = points[(points.run != run) & (points.run != "baseline")]
+    for p in points[points.run == run].itertuples():
+        rival = best_within_budget(singles[singles.task == p.task], cost, [getattr(p, cost)])
+        if rival.empty:
+            continue
+        r = rival.iloc[0]
+        diff = error_difference(ws, p.source, r.source, p.task, table=table)
+        rows.append({"task": p.task, "source": p.source, cost: getattr(p, cost), "error": p.error,
+                     "rival": r.source, "rival_run": r.run, f"rival_{cost}": r[cost], "rival_error": r.error,
+                     "value": diff.value, "low": diff.low, "high": diff.high, "verdict": COMPARED[diff.sign]})
+    columns = ["task", "source", cost, "error", "rival", "rival_run", f"rival_{cost}", "rival_error", "value", "low",
+               "high", "verdict"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def tied_with(ws: Workspace, task: str, best: str, others: Sequence[str],
@@ -316,6 +351,23 @@ def compare_errors(ws: Workspace, source: str, reference: str, tasks: Sequence[s
         diff = error_difference(ws, source, reference, task, table=table)
         rows.append({"task": task, "metric": TASKS[task].metric, "value": diff.value, "low": diff.low,
                      "high": diff.high, "verdict": COMPARED[diff.sign]})
+    return pd.DataFrame(rows)
+
+
+def resolution(ws: Workspace, sources: Sequence[str], tasks: Sequence[str], floor: str = "log-Mel",
+               reference: str = "baseline") -> pd.DataFrame:
+    """Per task and source: the half-width of the paired 95 % interval of `source`'s error minus `reference`'s
+    (`half_width`), the reference's gain over `floor` (`gain`: the floor's error minus the reference's) and their
+    ratio; a comparison resolves to a quarter of the gain where `ratio` <= 0.25 (the default study's aim)."""
+    table = utterance_table(ws)
+    rows = []
+    for task in tasks:
+        gain = error_difference(ws, floor, reference, task, table=table).value
+        for source in sources:
+            diff = error_difference(ws, source, reference, task, table=table)
+            half = (diff.high - diff.low) / 2
+            rows.append({"task": task, "source": source, "half_width": half, "gain": gain,
+                         "ratio": half / gain if gain > 0 else float("nan")})
     return pd.DataFrame(rows)
 
 

@@ -24,7 +24,7 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 COMPRESSION_TABLES = {RESULTS_FILE: "the study's runs", CHECKPOINT_RESULTS_FILE: "runs from other checkpoints "
-                      "(imported, FLASH)", TASK_AWARE_FILE: "Q3's task-aware head pruning"}
+                      "(imported, FLASH)", TASK_AWARE_FILE: "Q3's task-aware head and layer pruning"}
 
 
 def compression_summary(ws: Workspace, name: str = RESULTS_FILE) -> pd.DataFrame:

@@ -24,13 +24,19 @@ def layer_importance(model: MelHuBERT, data: SSLData) -> list[float]:
     return [evaluate_ssl(copy.deepcopy(model).drop_layers([i]), data).loss for i in range(model.config.depth)]
 
 
+def _layers_to_keep(model: MelHuBERT, layers_kept: float) -> int:
+    """`layers_kept` as a whole number, refused unless it keeps at least one layer and removes at least one."""
+    depth, kept = model.config.depth, int(layers_kept)
+    if not 1 <= kept < depth:
+        raise ValueError(f"cannot go from {depth} layers to {kept}: keep at least one, and remove at least one")
+    return kept
+
+
 def pruning_step(data: SSLData) -> Step:
     """A compression step that removes the least important layers, one at a time, until `layers_kept` are left."""
 
     def step(model: MelHuBERT, layers_kept: float) -> MelHuBERT:
-        depth, kept = model.config.depth, int(layers_kept)
-        if not 1 <= kept < depth:
-            raise ValueError(f"cannot go from {depth} layers to {kept}: keep at least one, and remove at least one")
+        kept = _layers_to_keep(model, layers_kept)
         pruned = copy.deepcopy(model)
         while pruned.config.depth > kept:
             pruned.drop_layers([int(np.argmin(layer_importance(pruned, data)))])
@@ -44,9 +50,7 @@ def ranked_step(scores: Sequence[float]) -> Step:
     on the starting model), one at a time, until `layers_kept` are left."""
 
     def step(model: MelHuBERT, layers_kept: float) -> MelHuBERT:
-        depth, kept, ids = model.config.depth, int(layers_kept), model.config.original_layers()
-        if not 1 <= kept < depth:
-            raise ValueError(f"cannot go from {depth} layers to {kept}: keep at least one, and remove at least one")
+        depth, kept, ids = model.config.depth, _layers_to_keep(model, layers_kept), model.config.original_layers()
         if max(ids) >= len(scores):
             raise ValueError(f"{len(scores)} layer scores for a model whose layers came from {max(ids) + 1}")
         order = sorted(range(depth), key=lambda i: scores[ids[i]])  # current positions, least important first

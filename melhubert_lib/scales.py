@@ -73,8 +73,9 @@ class PretrainScale:
 class DownstreamScale:
     """Probe training on frozen features: epochs per task (best epoch chosen on dev) and probe seeds."""
 
-    epochs: dict[str, int] = field(default_factory=lambda: {"PR": 20, "SID": 40, "KS": 40, "ASR": 10})
-    learning_rates: dict[str, float] = field(default_factory=lambda: {"PR": 2e-2, "ASR": 6e-3, "SID": 5e-3, "KS": 5e-3})
+    epochs: dict[str, int] = field(default_factory=lambda: {"PR": 20, "SID": 40, "KS": 40, "ASR": 10, "PC": 20})
+    learning_rates: dict[str, float] = field(
+        default_factory=lambda: {"PR": 2e-2, "ASR": 6e-3, "SID": 5e-3, "KS": 5e-3, "PC": 2e-3})
     seeds: tuple[int, ...] = (0,)  # probe seeds: trained together in one pass over the features
     asr_hidden: int = 96  # BiLSTM units per direction (SUPERB uses 2 x 1024: smaller here)
     asr_layers: int = 1
@@ -190,7 +191,8 @@ SCALES: dict[str, Scale] = {
             students=(StudentShape(1), StudentShape(1, 32)),
             combined=CombinedRecipe(StudentShape(1), heads_kept=(1,), ffn_widths=(32,)),
         ),
-        downstream=DownstreamScale(epochs={"PR": 3, "SID": 3, "KS": 3, "ASR": 2}, seeds=(0, 1), asr_hidden=16),
+        downstream=DownstreamScale(epochs={"PR": 3, "SID": 3, "KS": 3, "ASR": 2, "PC": 20}, seeds=(0, 1),
+                                   asr_hidden=16),
         study=StudyScale(levels_per_run=1, band_seeds=(0, 1), q3_heads_kept=(3,)),
         flash_preset="smoke-flash",
         deterministic=True,
@@ -243,8 +245,9 @@ SCALES: dict[str, Scale] = {
         ),
         # PR: 10 epochs at 5e-2 instead of 20 at 2e-2 (the levers' table: less than half the time, and the only
         # setting whose first-layer-minus-whole PER gap cleared zero); 3 seeds: intervals hold probe noise too
-        downstream=DownstreamScale(epochs={"PR": 10, "SID": 40, "KS": 40, "ASR": 10},
-                                   learning_rates={"PR": 5e-2, "ASR": 6e-3, "SID": 5e-3, "KS": 5e-3}, seeds=(0, 1, 2)),
+        downstream=DownstreamScale(epochs={"PR": 10, "SID": 40, "KS": 40, "ASR": 10, "PC": 20},
+                                   learning_rates={"PR": 5e-2, "ASR": 6e-3, "SID": 5e-3, "KS": 5e-3, "PC": 2e-3},
+                                   seeds=(0, 1, 2)),
         # ASR leaves the default study: its BiLSTM probe does not learn from a few hundred utterances (WER about
         # 99 % in the runs before); Q3 prunes for SID, the task that compression moves at this scale, and judges its
         # pruned models on SID alone (the time budget)

@@ -27,8 +27,10 @@ from melhubert_lib.probes.layer_features import logmel_source, mean_pool, model_
 from melhubert_lib.probes.s3prl_upstream import HUB_NAME, RECIPES, MelHuBERTUpstream, melhubert_suite, register
 from melhubert_lib.probes.stacked_probes import CLIP_NORM, StackedLinearProbes
 from melhubert_lib.probes.superb import (
+    IGNORE,
     LayerLayout,
     Probe,
+    evaluate_source,
     greedy_ctc,
     logits_loss,
     seeds_loss,
@@ -492,6 +494,84 @@ def test_edit_distances_equal_torchaudios_reference_on_token_sequences():
         assert Levenshtein.distance(ref, hyp) == edit_distance(ref, hyp)
 
 
+def _frame_task(rng: np.random.Generator, n: int = 50) -> tuple[TaskData, dict[str, FrameStore]]:
+    """Four classes, one a frame, each frame its class's prototype plus noise (one hidden state)."""
+    spec = TaskSpec("PC", "frame", "accuracy", False, "librispeech", "synthetic")
+    protos = rng.normal(size=(4, 8)) * 2
+    splits, feats = {}, {}
+    for s in ("train", "dev", "test"):
+        labels = [rng.integers(0, 4, rng.integers(5, 30)) for _ in range(n)]
+        arrays = [(protos[y] + 0.3 * rng.normal(size=(len(y), 8)))[:, None].astype(np.float16) for y in labels]
+        ids = [f"{s}{i}" for i in range(n)]
+        splits[s], feats[s] = TaskSplit(ids, [], labels), FrameStore.from_arrays(arrays, ids)
+    return TaskData(spec, ["a", "b", "c", "d"], splits), feats
+
+
+def test_frame_probe_learns_a_frame_code_and_counts_each_utterances_frames():
+    task, feats = _frame_task(np.random.default_rng(2))
+    results = train_probes("synthetic", task, feats, DownstreamScale(epochs={"PC": 15}, learning_rates={"PC": 1e-2}),
+                           (0, 1))
+    frames = np.array([len(y) for y in task.splits["test"].labels])
+    for result in results:
+        assert result.test["accuracy"] > 0.95 and result.dev["accuracy"] > 0.95
+        np.testing.assert_array_equal(result.test_units["accuracy"], frames)  # every frame is a unit, padding none
+        errors = result.test_errors["accuracy"]
+        assert (errors <= frames).all()
+        assert result.test["accuracy"] == pytest.approx(1 - errors.sum() / frames.sum())
+
+
+def test_frame_labels_of_another_frame_count_are_refused_naming_the_task():
+    task, feats = _frame_task(np.random.default_rng(3), n=6)
+    task.splits["dev"].labels[2] = task.splits["dev"].labels[2][:-1]
+    with pytest.raises(ValueError, match="task PC, split dev: .* other frame counts"):
+        train_probes("synthetic", task, feats, DownstreamScale(epochs={"PC": 1}), (0,))
+
+
+def test_phone_frame_task_labels_every_model_frame_and_a_probe_reads_one_hidden_state(smoke_ws):
+    task = load_task(smoke_ws, "PC")
+    assert task.vocabulary == list(PHONES)
+    for split, name in (("train", "train-clean-100"), ("test", "test-clean")):
+        lengths = model_inputs(smoke_ws, name).lengths()
+        assert [len(y) for y in task.splits[split].labels] == lengths.tolist()
+        assert all(0 <= y.min() and y.max() < len(PHONES) for y in task.splits[split].labels)
+    with pytest.raises(ValueError, match="layer=1: source 'log-Mel' has hidden states 0 to 0"):
+        evaluate_source(smoke_ws, logmel_source(), [task], layer=1)
+    source, settings = model_source(baseline.untrained_model(smoke_ws), "untrained"), DownstreamScale(epochs={"PC": 2})
+    one = evaluate_source(smoke_ws, source, [task], settings, layer=1)[0]
+    by_hand = {s: task_features(smoke_ws, source, task, s).map(lambda f: f[:, 1:2]) for s in ("train", "dev", "test")}
+    alone = train_probes("untrained", task, by_hand, settings, (0,))[0]
+    assert (one.dev, one.test, one.layer_weights) == (alone.dev, alone.test, [1.0])
+
+
+def test_phone_probe_check_picks_each_feature_sets_layer_on_dev_and_measures_margins_for_the_pretrained(monkeypatch):
+    from melhubert_lib.probes import baseline_checks
+    from melhubert_lib.probes.superb import TaskResult
+
+    pretrained, untrained = MelHuBERT(preset("smoke")), MelHuBERT(preset("smoke"))
+    last = pretrained.config.depth
+    # (dev accuracy, wrong test frames of 4 utterances of 10 frames) per feature set and layer; others: dev 0.1, 9 wrong
+    plan = {("log-Mel", 0): (0.5, [5, 5, 5, 5]), ("log-Mel +-4 frames", 0): (0.6, [4, 4, 5, 3]),
+            ("untrained", 0): (0.7, [3, 4, 3, 4]), ("pretrained", 0): (0.6, [0, 0, 0, 0]),
+            ("pretrained", last): (0.8, [1, 2, 1, 2])}
+
+    def judged(ws, source, tasks, settings=None, seeds=None, layer=None):
+        dev, wrong = plan.get((source.name, layer), (0.1, [9, 9, 9, 9]))
+        return [TaskResult(source.name, "PC", "accuracy", seed, {"accuracy": dev}, {}, 1, [1.0], 0.0,
+                           test_errors={"accuracy": np.array(wrong, dtype=float)},
+                           test_units={"accuracy": np.full(4, 10.0)}) for seed in (0, 1)]
+
+    monkeypatch.setattr(baseline_checks, "evaluate_source", judged)
+    monkeypatch.setattr(baseline_checks, "load_task", lambda ws, name: name)
+    check = baseline_checks.phone_probe_check(None, pretrained, untrained)
+    best = check.table[check.table.best].set_index("features")
+    assert best.layer.to_dict() == {"log-Mel": 0, "log-Mel +-4 frames": 0, "untrained": 0, "pretrained": last}
+    assert best.loc["pretrained", "test_accuracy"] == pytest.approx(1 - 6 / 40)  # chosen on dev, not on test
+    assert (best.test_low <= best.test_accuracy).all() and (best.test_accuracy <= best.test_high).all()
+    margins = check.margins.set_index("floor").margin
+    assert margins.to_dict() == pytest.approx({"log-Mel": 0.35, "log-Mel +-4 frames": 0.25, "untrained": 0.2})
+    assert check.passed(0.19) and not check.passed(0.21)
+
+
 def test_seeds_loss_is_the_sum_of_each_seeds_torch_loss():
     logits, lengths = torch.randn(3, 4, 9, 6), torch.tensor([9, 8, 6, 3])
     sequences = [[1, 2, 2], [3], [5, 4, 1, 2], [2]]
@@ -502,6 +582,11 @@ def test_seeds_loss_is_the_sum_of_each_seeds_torch_loss():
     classes = torch.tensor([0, 5, 2, 2])
     ce = sum(torch.nn.functional.cross_entropy(x[:, 0], classes) for x in logits)
     torch.testing.assert_close(seeds_loss(logits, lengths, classes), ce)
+    frames = torch.randint(0, 6, (4, 9), generator=torch.Generator().manual_seed(0))
+    frames[torch.arange(9)[None, :] >= lengths[:, None]] = IGNORE
+    valid = frames != IGNORE
+    frame_ce = sum(torch.nn.functional.cross_entropy(x[valid], frames[valid]) for x in logits)
+    torch.testing.assert_close(seeds_loss(logits, lengths, frames), frame_ce)
 
 
 def test_judging_key_follows_the_probe_recipe_but_not_the_seeds(smoke_ws):

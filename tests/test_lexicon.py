@@ -77,7 +77,7 @@ def test_the_synthetic_corpus_keeps_its_alignment_labels(smoke_ws, monkeypatch):
 def test_the_frame_level_phone_probe_says_why_it_skips_a_corpus_without_phone_times(smoke_ws, tmp_path):
     import numpy as np
 
-    from melhubert_lib.probes.phone_probe import NO_ALIGNMENT, frame_phone_labels, has_alignments
+    from melhubert_lib.data.tasks import NO_ALIGNMENT, frame_phone_labels, has_alignments
 
     root = tmp_path / "LibriSpeech"
     shutil.copytree(smoke_ws.librispeech / "dev-clean", root / "dev-clean",

@@ -71,6 +71,12 @@ def test_task_importance_refuses_a_probe_of_another_depth(smoke_ws, probed):
         task_head_importance(smoke_ws, shallow, task, probe)
 
 
+def test_task_importance_refuses_the_frame_level_learning_check(smoke_ws, probed):
+    model, probes = probed
+    with pytest.raises(ValueError, match="task PC is the baseline's frame-level learning check"):
+        task_head_importance(smoke_ws, model, load_task(smoke_ws, "PC"), probes["PR"][2])
+
+
 def test_pruning_step_takes_any_scoring_function(probed):
     model, _ = probed
     heads = model.config.heads

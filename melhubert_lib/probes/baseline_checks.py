@@ -1,8 +1,9 @@
-"""Did the baseline learn? Frame-level phoneme probes of every layer against the three floors.
+"""Did the baseline learn? Frame-level phoneme probes of every layer against the three floors, and PR over depth.
 
 Floors: the log-Mel input alone, log-Mel with +-4 neighbouring frames stacked, and the same
-architecture untrained. Each feature set's layer is chosen on dev-clean and reported on test-clean
-(speakers the probe never saw); margins come with paired bootstrap intervals over utterances.
+architecture untrained. The frame-level probe is the probe system's PC task (a linear layer on one hidden state,
+every probe seed of the scale); each feature set's layer is chosen on dev-clean and reported on test-clean
+(speakers the probe never saw); margins come with paired bootstrap intervals over utterances and probe seeds.
 """
 
 from __future__ import annotations
@@ -16,16 +17,12 @@ from tqdm.auto import tqdm
 
 from ..compression.distillation import first_layers
 from ..data.atomic import atomic_path
-from ..data.corpus import LABELED_SPLITS
-from ..data.frames import FrameStore
-from ..data.representations import hidden_states
 from ..data.tasks import load_task
-from ..data.workspace import Workspace, model_inputs, split_utterances
+from ..data.workspace import Workspace
 from ..model import MelHuBERT
 from ..scales import DownstreamScale
 from .bootstrap import paired_rate_difference, rate_interval
-from .layer_features import FLOOR_CONTEXT, FLOORS, model_source
-from .phone_probe import ProbeRun, frame_phone_labels, paired_difference, stack_context, train_linear_probe
+from .layer_features import FLOORS, floor_sources, model_source
 from .superb import evaluate_source, seed_errors
 
 
@@ -46,47 +43,29 @@ class LearningCheck:
             self.table.to_csv(tmp, index=False)
 
 
-SPLITS = tuple(LABELED_SPLITS.values())
-
-
-def _split_data(ws: Workspace) -> tuple[dict[str, FrameStore], dict[str, FrameStore]]:
-    inputs, labels = {}, {}
-    for split in SPLITS:
-        inputs[split] = model_inputs(ws, split)
-        labels[split] = frame_phone_labels(split_utterances(ws, split), inputs[split].lengths(), ws.scale.frame_ms)
-    return inputs, labels
-
-
-def phone_probe_check(ws: Workspace, pretrained: MelHuBERT, untrained: MelHuBERT, epochs: int = 20,
-                      seed: int = 0) -> LearningCheck:
-    """Train a linear phone probe on every layer of both models and on the two log-Mel floors."""
-    inputs, labels = _split_data(ws)
-    train, dev, test = SPLITS
-
-    def probe(feats: dict[str, FrameStore]) -> ProbeRun:
-        return train_linear_probe((feats[train], labels[train]), (feats[dev], labels[dev]),
-                                  (feats[test], labels[test]), epochs=epochs, seed=seed)
-
-    runs: dict[tuple[str, int], ProbeRun] = {(FLOORS[0], 0): probe(inputs)}
-    runs[(FLOORS[1], 0)] = probe({s: stack_context(inputs[s], FLOOR_CONTEXT) for s in SPLITS})
-    for name, model in tqdm((("untrained", untrained), ("pretrained", pretrained)), desc="phone probes", leave=False):
-        # one model's layers at a time, in half precision: every layer of both models in float32 needs several GiB
-        per_split = {s: hidden_states(model, inputs[s], dtype=np.float16) for s in SPLITS}
-        for layer in range(model.config.depth + 1):
-            runs[(name, layer)] = probe({s: per_split[s][layer] for s in SPLITS})
-        del per_split
-    rows = []
-    for (name, layer), run in runs.items():
-        interval = run.test.interval()
-        rows.append({"features": name, "layer": layer, "dev_accuracy": run.dev.accuracy,
-                     "test_accuracy": run.test.accuracy, "test_low": interval.low, "test_high": interval.high})
+def phone_probe_check(ws: Workspace, pretrained: MelHuBERT, untrained: MelHuBERT,
+                      settings: DownstreamScale | None = None) -> LearningCheck:
+    """PC probes (every seed of `settings`, default the scale's) on every hidden state of both models and on the two
+    log-Mel floors; the pretrained model's best layer against each floor's best, paired over test utterances and
+    probe seeds. Trains probes only (nothing is written to the results files); hidden states are cached."""
+    task = load_task(ws, "PC")
+    sources = [*floor_sources(untrained), model_source(pretrained, "pretrained")]
+    depth = {FLOORS[2]: untrained.config.depth, "pretrained": pretrained.config.depth}
+    rows, errors = [], {}
+    for source in tqdm(sources, desc="phone probes", leave=False):
+        for layer in range(depth.get(source.name, -1) + 1):
+            results = evaluate_source(ws, source, [task], settings, layer=layer)
+            errors[(source.name, layer)] = seed_errors(results, "accuracy")
+            wrong = rate_interval(*errors[(source.name, layer)])  # the share of misclassified frames
+            rows.append({"features": source.name, "layer": layer,
+                         "dev_accuracy": float(np.mean([r.dev["accuracy"] for r in results])),
+                         "test_accuracy": 1 - wrong.value, "test_low": 1 - wrong.high, "test_high": 1 - wrong.low})
     table = pd.DataFrame(rows)
-    best_idx = table.groupby("features")["dev_accuracy"].idxmax()
-    table["best"] = table.index.isin(best_idx)
-    best = {r.features: runs[(r.features, r.layer)] for r in table[table.best].itertuples()}
+    table["best"] = table.index.isin(table.groupby("features")["dev_accuracy"].idxmax())
+    best = {r.features: errors[(r.features, r.layer)] for r in table[table.best].itertuples()}
     margins = []
     for floor in FLOORS:
-        diff = paired_difference(best["pretrained"].test, best[floor].test)
+        diff = paired_rate_difference(*best[floor], *best["pretrained"])  # floor's errors minus the pretrained's
         margins.append({"floor": floor, "margin": diff.value, "low": diff.low, "high": diff.high})
     return LearningCheck(table=table, margins=pd.DataFrame(margins))
 

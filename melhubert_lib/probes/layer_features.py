@@ -25,8 +25,6 @@ from ..data.representations import stacked_hidden_states
 from ..data.tasks import TaskData
 from ..data.workspace import Workspace, clip_inputs, frames_version, model_inputs
 from ..model import MelHuBERT
-from . import phone_probe
-from .phone_probe import stack_context
 
 
 @dataclass(frozen=True)
@@ -54,6 +52,16 @@ class FeatureSource:
             feats = stack_context(inputs, self.context) if self.context else inputs
             return feats.map(lambda f: f[:, None, :].astype(np.float16))
         return stacked_hidden_states(self.model, inputs, dtype=np.float16)
+
+
+def stack_context(store: FrameStore, width: int) -> FrameStore:
+    """Concatenate each frame with its `width` neighbours on either side (zeros beyond the edges)."""
+
+    def stack(f: np.ndarray) -> np.ndarray:
+        padded = np.pad(f, ((width, width), (0, 0)))
+        return np.concatenate([padded[i : i + len(f)] for i in range(2 * width + 1)], axis=1)
+
+    return store.map(stack)
 
 
 FLOOR_CONTEXT = 4  # log-Mel frames stacked on either side in the context floor
@@ -92,7 +100,7 @@ def task_features(ws: Workspace, source: FeatureSource, task: TaskData, split: s
 
 def layers_dir(ws: Workspace, source: FeatureSource) -> Path:
     """The cache folder of a source's layers: its content key, the frames it reads and the code that computes them."""
-    code = code_version(__name__, representations, model_module, phone_probe)
+    code = code_version(__name__, representations, model_module)
     return ws.cache / "layers" / f"{source.key}-{fingerprint(frames_version(ws), code)}"
 
 

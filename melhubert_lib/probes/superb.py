@@ -1,10 +1,12 @@
 """SUPERB-style probes on frozen features: s3prl's Featurizer (softmax weights over layers) + a task head.
 
 Heads: PR, a linear layer with CTC over phones; ASR, a small BiLSTM with character CTC; SID and KS,
-mean pooling + a linear layer. Each probe trains on the train split, keeps the epoch with the best
-dev score and reports test. The probe standardises its input per layer and dimension with train-split
-statistics before the Featurizer (a fixed affine map, stored in the probe: it changes no information,
-only conditioning), so a trained probe can be applied to fresh hidden states of the same upstream.
+mean pooling + a linear layer; PC (the baseline's frame-level learning check), a linear layer on every
+frame. Each probe trains on the train split, keeps the epoch with the best dev score and reports test.
+The probe standardises its input per layer and dimension with train-split statistics before the
+Featurizer (a fixed affine map, stored in the probe: it changes no information, only conditioning), so
+a trained probe can be applied to fresh hidden states of the same upstream. This is the suite's one
+probe system: every probe, the baseline's checks included, trains here.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from ..scales import DownstreamScale
 from .layer_features import FeatureSource, task_features
 from .stacked_probes import CLIP_NORM, StackedLinearProbes
 
-BATCH_FRAMES = 4_000  # sequence tasks: frames per batch (small batches: more updates per second on CPU)
+BATCH_FRAMES = 4_000  # sequence and frame tasks: frames per batch (small batches: more updates per second on CPU)
 BATCH_UTTERANCES = 64  # utterance tasks
+IGNORE = -100  # frame-task label of padding frames (cross-entropy's ignore_index)
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,8 @@ class TaskResult:
     layer_weights: list[float]
     train_seconds: float
     probe: Probe | None = field(default=None, repr=False, compare=False)  # the selected epoch's probe
-    # per metric and test utterance, in split order: errors (edits, or 1 if misclassified) and units (reference
-    # tokens, or 1): what bootstrap intervals resample
+    # per metric and test utterance, in split order: errors (edits, misclassified frames, or 1 if misclassified) and
+    # units (reference tokens, frames, or 1): what bootstrap intervals resample
     test_errors: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
     test_units: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
@@ -101,13 +104,23 @@ class Probe(nn.Module):
 
 
 def evaluate_source(ws: Workspace, source: FeatureSource, tasks: list[TaskData],
-                    settings: DownstreamScale | None = None, seeds: tuple[int, ...] | None = None) -> list[TaskResult]:
-    """Train and score a probe per task and seed on `source`'s cached layers (all seeds of a task in one pass)."""
+                    settings: DownstreamScale | None = None, seeds: tuple[int, ...] | None = None,
+                    layer: int | None = None) -> list[TaskResult]:
+    """Train and score a probe per task and seed on `source`'s cached layers (all seeds of a task in one pass).
+
+    `layer`: the probes read that one hidden state (0 = the encoder input) instead of the Featurizer's weighted sum
+    over all of them."""
     settings = settings or ws.scale.downstream
     seeds = tuple(seeds if seeds is not None else settings.seeds)
     results = []
     for task in tasks:
         feats = {s: task_features(ws, source, task, s) for s in SPLITS}
+        if layer is not None:
+            n_layers = feats["train"].data.shape[1]
+            if not 0 <= layer < n_layers:
+                raise ValueError(f"layer={layer}: source {source.name!r} has hidden states 0 to {n_layers - 1}")
+            feats = {s: FrameStore(np.ascontiguousarray(f.data[:, layer : layer + 1]), f.offsets, f.utt_ids)
+                     for s, f in feats.items()}
         results += train_probes(source.name, task, feats, settings, seeds)
     return results
 
@@ -129,11 +142,13 @@ def train_probes(source: str, task: TaskData, feats: dict[str, FrameStore], sett
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds={seeds!r}: give one or more distinct probe seeds (DownstreamScale.seeds)")
     start = time.perf_counter()
+    if task.spec.kind == "frame":
+        _check_frame_labels(source, task, feats)
     data = {s: _Split(feats[s], task.splits[s].labels) for s in SPLITS}
     _, n_layers, width = feats["train"].data.shape
     layout = LayerLayout(n_layers, [width] * n_layers, [1] * n_layers)
     name = task.spec.name
-    sequence = task.spec.kind == "sequence"
+    by_length = task.spec.kind != "utterance"
     lstm = settings.asr_hidden if name == "ASR" else 0
     stats = _layer_stats(feats["train"])
     probes = []
@@ -145,7 +160,7 @@ def train_probes(source: str, task: TaskData, feats: dict[str, FrameStore], sett
     gen = torch.Generator().manual_seed(seeds[0] if order_seed is None else order_seed)
     best: list[tuple[float, int, dict[str, torch.Tensor], dict[str, float]] | None] = [None] * len(seeds)
     for epoch in range(1, settings.epochs[name] + 1):
-        for batch in data["train"].batches(gen, sequence):
+        for batch in data["train"].batches(gen, by_length):
             trainer.step(probes[0].standardize(batch.feats), batch)
         for i, dev in enumerate(_score(trainer, probes[0], data["dev"], task)):
             key = dev.metrics[task.spec.select_metric] * (1 if task.spec.lower_is_better else -1)
@@ -159,6 +174,16 @@ def train_probes(source: str, task: TaskData, feats: dict[str, FrameStore], sett
     return [TaskResult(source, name, task.spec.metric, seed, dev, test.metrics, epoch, probe.layer_weights(), seconds,
                        probe.eval(), test.errors, test.units)
             for seed, probe, (_, epoch, _, dev), test in zip(seeds, probes, best, tests, strict=True)]
+
+
+def _check_frame_labels(source: str, task: TaskData, feats: dict[str, FrameStore]) -> None:
+    """A frame task's labels must have one class per feature frame (another frame rate would misalign them)."""
+    for s in SPLITS:
+        labelled = np.array([len(x) for x in task.splits[s].labels])
+        if not np.array_equal(labelled, feats[s].lengths()):
+            raise ValueError(f"task {task.spec.name}, split {s}: the labels have one class per frame of the "
+                             f"workspace's frame rate, and source {source!r} gives other frame counts (a model of "
+                             "another frame rate?)")
 
 
 class _StackedProbes:
@@ -273,12 +298,17 @@ class _Split:
             feats[j, : lengths[j]] = torch.from_numpy(self.store[i]).float()
             feats[j, lengths[j] :] = 0.0
         labels = [self.labels[i] for i in rows]
+        if isinstance(labels[0], np.ndarray):  # frame labels: (B, T), padding frames ignored by the loss
+            padded = torch.full(feats.shape[:2], IGNORE, dtype=torch.long)
+            for j, y in enumerate(labels):
+                padded[j, : len(y)] = torch.from_numpy(y)
+            return _Batch(feats, lengths, padded, rows)
         return _Batch(feats, lengths, labels if isinstance(labels[0], list) else torch.tensor(labels), rows)
 
-    def batches(self, gen: torch.Generator | None, sequence: bool) -> list[_Batch]:
-        """Shuffled (with `gen`) or ordered batches; sequence batches grouped by length."""
+    def batches(self, gen: torch.Generator | None, by_length: bool) -> list[_Batch]:
+        """Shuffled (with `gen`) or ordered batches; with `by_length` (frame sequences) grouped by length."""
         order = torch.randperm(len(self.labels), generator=gen).tolist() if gen else list(range(len(self.labels)))
-        if not sequence:
+        if not by_length:
             return [self.batch(order[i : i + BATCH_UTTERANCES]) for i in range(0, len(order), BATCH_UTTERANCES)]
         lengths = self.store.lengths()
         groups, current, longest = [], [], 0
@@ -301,22 +331,29 @@ def _bucketed(order: list[int], lengths: np.ndarray, bucket: int = 256) -> list[
 
 def probe_loss(probe: Probe, feats: torch.Tensor, lengths: torch.Tensor,
                labels: list[list[int]] | torch.Tensor) -> torch.Tensor:
-    """The task loss of a batch: cross-entropy for class labels (a tensor), CTC for label sequences (lists)."""
+    """The task loss of a batch: cross-entropy for class labels (a tensor: one per utterance, or (B, T) one per
+    frame), CTC for label sequences (lists)."""
     return logits_loss(probe(feats, lengths), lengths, labels)
 
 
 def logits_loss(logits: torch.Tensor, lengths: torch.Tensor, labels: list[list[int]] | torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the first frame's logits for class labels (a tensor), CTC for label sequences (lists)."""
+    """Cross-entropy of the first frame's logits for utterance classes (a 1-D tensor), of every frame's for frame
+    classes (a (B, T) tensor), CTC for label sequences (lists)."""
     return seeds_loss(logits[None], lengths, labels)
 
 
 def seeds_loss(logits: torch.Tensor, lengths: torch.Tensor, labels: list[list[int]] | torch.Tensor) -> torch.Tensor:
     """The sum over seeds of each seed's batch loss, from (S, B, T, C) logits: a seed's gradient is its own loss's.
 
-    A seed's loss is the batch mean of cross-entropy on the first frame (class labels, a tensor) or of CTC divided by
-    the reference length (label sequences, lists; torch's reduction="mean")."""
+    A seed's loss is the batch mean of cross-entropy on the first frame (utterance classes, a 1-D tensor), the mean
+    over the batch's frames of cross-entropy (frame classes, a (B, T) tensor, padding marked IGNORE), or the batch
+    mean of CTC divided by the reference length (label sequences, lists; torch's reduction="mean")."""
     n_seeds, n_utts = logits.shape[:2]
     flat = logits.reshape(n_seeds * n_utts, *logits.shape[2:])
+    if isinstance(labels, torch.Tensor) and labels.dim() == 2:
+        total = F.cross_entropy(flat.reshape(-1, flat.shape[-1]), labels.repeat(n_seeds, 1).reshape(-1),
+                                ignore_index=IGNORE, reduction="sum")
+        return total / (labels != IGNORE).sum().clamp_min(1)
     if isinstance(labels, torch.Tensor):
         return F.cross_entropy(flat[:, 0], labels.repeat(n_seeds), reduction="sum") / n_utts
     target_lengths = torch.tensor([len(t) for t in labels])
@@ -329,17 +366,24 @@ def seeds_loss(logits: torch.Tensor, lengths: torch.Tensor, labels: list[list[in
 
 @torch.no_grad()
 def _score(trainer: _StackedProbes | _SeparateProbes, standard: Probe, split: _Split, task: TaskData) -> list[_Scored]:
-    """Per probe: accuracy (utterance tasks) or error rates, edits per reference phone (PER), word (WER) or
-    character (CER), with each utterance's errors; every batch is read and standardised once for all probes."""
+    """Per probe: accuracy (utterance and frame tasks) or error rates, edits per reference phone (PER), word (WER) or
+    character (CER), with each utterance's errors (misclassified frames of a frame task, out of its frames as units);
+    every batch is read and standardised once for all probes."""
     n, n_probes = len(split.labels), len(trainer.probes)
-    sequence = task.spec.kind == "sequence"
+    kind = task.spec.kind
     metrics = task.spec.metrics
     errors = {m: np.zeros((n_probes, n)) for m in metrics}
     units = {m: np.ones((n_probes, n)) for m in metrics}
-    for batch in split.batches(None, sequence):
+    for batch in split.batches(None, kind != "utterance"):
         for p, logits in enumerate(trainer.logits(standard.standardize(batch.feats), batch.lengths)):
-            if not sequence:
+            if kind == "utterance":
                 errors[task.spec.metric][p, batch.rows] = (logits[:, 0].argmax(-1) != batch.labels).float().numpy()
+                continue
+            if kind == "frame":
+                valid = batch.labels != IGNORE
+                wrong = (logits.argmax(-1) != batch.labels) & valid
+                errors[task.spec.metric][p, batch.rows] = wrong.sum(1).double().numpy()
+                units[task.spec.metric][p, batch.rows] = valid.sum(1).double().numpy()
                 continue
             for row, hyp, ref in zip(batch.rows, greedy_ctc(logits, batch.lengths), batch.labels, strict=True):
                 for metric, (h, r) in _units(hyp, ref, task).items():
@@ -347,7 +391,7 @@ def _score(trainer: _StackedProbes | _SeparateProbes, standard: Probe, split: _S
     scored = []
     for p in range(n_probes):
         rates = {m: errors[m][p].sum() / max(units[m][p].sum(), 1) for m in metrics}
-        if not sequence:
+        if kind != "sequence":
             rates = {task.spec.metric: 1.0 - rates[task.spec.metric]}  # accuracy
         scored.append(_Scored(rates, {m: errors[m][p] for m in metrics}, {m: units[m][p] for m in metrics}))
     return scored

@@ -106,6 +106,9 @@ def _probe_losses(ws: Workspace, model: MelHuBERT, task: TaskData, probe: Probe,
     """The frozen probe's loss functions over `fraction` of `task`'s train split, checked against `model`."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction={fraction} must lie in (0, 1]")
+    if task.spec.kind == "frame":
+        raise ValueError(f"task {task.spec.name} is the baseline's frame-level learning check, not a target of "
+                         "task-aware pruning: choose PR, SID, KS or ASR")
     if probe.mean.shape[0] != model.config.depth + 1:
         raise ValueError(f"the {task.spec.name} probe reads {probe.mean.shape[0]} hidden states, the model has "
                          f"{model.config.depth + 1}: train the probe on this model's features")

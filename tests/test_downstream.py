@@ -509,7 +509,7 @@ def _frame_task(rng: np.random.Generator, n: int = 50) -> tuple[TaskData, dict[s
 
 def test_frame_probe_learns_a_frame_code_and_counts_each_utterances_frames():
     task, feats = _frame_task(np.random.default_rng(2))
-    results = train_probes("synthetic", task, feats, DownstreamScale(epochs={"PC": 15}, learning_rates={"PC": 1e-2}),
+    results = train_probes("synthetic", task, feats, DownstreamScale(epochs={"PC": 40}, learning_rates={"PC": 5e-2}),
                            (0, 1))
     frames = np.array([len(y) for y in task.splits["test"].labels])
     for result in results:

@@ -53,7 +53,7 @@ def phone_probe_check(ws: Workspace, pretrained: MelHuBERT, untrained: MelHuBERT
     depth = {FLOORS[2]: untrained.config.depth, "pretrained": pretrained.config.depth}
     rows, errors = [], {}
     for source in tqdm(sources, desc="phone probes", leave=False):
-        for layer in range(depth.get(source.name, -1) + 1):
+        for layer in range(depth.get(source.name, 0) + 1):
             results = evaluate_source(ws, source, [task], settings, layer=layer)
             errors[(source.name, layer)] = seed_errors(results, "accuracy")
             wrong = rate_interval(*errors[(source.name, layer)])  # the share of misclassified frames

@@ -520,10 +520,14 @@ def test_frame_probe_learns_a_frame_code_and_counts_each_utterances_frames():
         assert result.test["accuracy"] == pytest.approx(1 - errors.sum() / frames.sum())
 
 
-def test_frame_labels_of_another_frame_count_are_refused_naming_the_task():
+def test_frame_labels_of_another_frame_count_or_order_are_refused_naming_the_task():
     task, feats = _frame_task(np.random.default_rng(3), n=6)
     task.splits["dev"].labels[2] = task.splits["dev"].labels[2][:-1]
     with pytest.raises(ValueError, match="task PC, split dev: .* other frame counts"):
+        train_probes("synthetic", task, feats, DownstreamScale(epochs={"PC": 1}), (0,))
+    task, feats = _frame_task(np.random.default_rng(3), n=6)
+    feats["test"] = FrameStore(feats["test"].data, feats["test"].offsets, feats["test"].utt_ids[::-1])
+    with pytest.raises(ValueError, match="task PC, split test: .* another order than the labels"):
         train_probes("synthetic", task, feats, DownstreamScale(epochs={"PC": 1}), (0,))
 
 

@@ -50,10 +50,9 @@ def phone_probe_check(ws: Workspace, pretrained: MelHuBERT, untrained: MelHuBERT
     probe seeds. Trains probes only (nothing is written to the results files); hidden states are cached."""
     task = load_task(ws, "PC")
     sources = [*floor_sources(untrained), model_source(pretrained, "pretrained")]
-    depth = {FLOORS[2]: untrained.config.depth, "pretrained": pretrained.config.depth}
     rows, errors = [], {}
     for source in tqdm(sources, desc="phone probes", leave=False):
-        for layer in range(depth.get(source.name, 0) + 1):
+        for layer in range(source.model.config.depth + 1 if source.model is not None else 1):
             results = evaluate_source(ws, source, [task], settings, layer=layer)
             errors[(source.name, layer)] = seed_errors(results, "accuracy")
             wrong = rate_interval(*errors[(source.name, layer)])  # the share of misclassified frames

@@ -119,7 +119,8 @@ def evaluate_source(ws: Workspace, source: FeatureSource, tasks: list[TaskData],
             n_layers = feats["train"].data.shape[1]
             if not 0 <= layer < n_layers:
                 raise ValueError(f"layer={layer}: source {source.name!r} has hidden states 0 to {n_layers - 1}")
-            feats = {s: FrameStore(np.ascontiguousarray(f.data[:, layer : layer + 1]), f.offsets, f.utt_ids)
+            # a copy: the cache is read-only, and a single-layer slice of it would be the cache itself
+            feats = {s: FrameStore(np.array(f.data[:, layer : layer + 1]), f.offsets, f.utt_ids)
                      for s, f in feats.items()}
         results += train_probes(source.name, task, feats, settings, seeds)
     return results
@@ -180,6 +181,9 @@ def _check_frame_labels(source: str, task: TaskData, feats: dict[str, FrameStore
     """A frame task's labels must have one class per feature frame (another frame rate would misalign them)."""
     for s in SPLITS:
         labelled = np.array([len(x) for x in task.splits[s].labels])
+        if list(feats[s].utt_ids) != list(task.splits[s].ids):
+            raise ValueError(f"task {task.spec.name}, split {s}: source {source!r} gives its utterances in another "
+                             "order than the labels")
         if not np.array_equal(labelled, feats[s].lengths()):
             raise ValueError(f"task {task.spec.name}, split {s}: the labels have one class per frame of the "
                              f"workspace's frame rate, and source {source!r} gives other frame counts (a model of "

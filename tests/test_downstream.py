@@ -449,7 +449,7 @@ def test_evaluate_reuses_the_rows_of_an_unchanged_source_and_retrains_a_changed_
     assert calls == [model_source(model, "reuse-me").key]
     for name in (evaluation.UTTERANCES_FILE, evaluation.DOWNSTREAM_FILE):  # no row of the old weights is left
         rows = pd.read_csv(ws.results / name).query("source == 'reuse-me'")
-        assert set(rows.key) == {judging_key(ws, model_source(model, "reuse-me"))}, name
+        assert set(rows.key) == {judging_key(ws, model_source(model, "reuse-me"), "SID")}, name
 
 
 def test_error_interval_averages_the_probe_seeds_and_brackets_their_mean(smoke_ws):
@@ -593,13 +593,18 @@ def test_seeds_loss_is_the_sum_of_each_seeds_torch_loss():
     torch.testing.assert_close(seeds_loss(logits, lengths, frames), frame_ce)
 
 
-def test_judging_key_follows_the_probe_recipe_but_not_the_seeds(smoke_ws):
+def test_judging_key_follows_the_tasks_probe_recipe_but_not_the_seeds_or_other_tasks(smoke_ws):
     source = logmel_source()
-    key = judging_key(smoke_ws, source)
+    key, other = judging_key(smoke_ws, source, "PR"), judging_key(smoke_ws, source, "SID")
     settings = smoke_ws.scale.downstream
     with_seeds = dataclasses.replace(smoke_ws.scale, downstream=dataclasses.replace(settings, seeds=(5,)))
     longer = dataclasses.replace(smoke_ws.scale, downstream=dataclasses.replace(
         settings, epochs={**settings.epochs, "PR": settings.epochs["PR"] + 1}))
-    assert judging_key(dataclasses.replace(smoke_ws, scale=with_seeds), source) == key
-    assert judging_key(dataclasses.replace(smoke_ws, scale=longer), source) != key
+    wider = dataclasses.replace(smoke_ws.scale, downstream=dataclasses.replace(settings, asr_hidden=7))
+    assert judging_key(dataclasses.replace(smoke_ws, scale=with_seeds), source, "PR") == key
+    assert judging_key(dataclasses.replace(smoke_ws, scale=longer), source, "PR") != key
+    assert judging_key(dataclasses.replace(smoke_ws, scale=longer), source, "SID") == other != key
+    wide_ws = dataclasses.replace(smoke_ws, scale=wider)
+    assert judging_key(wide_ws, source, "ASR") != judging_key(smoke_ws, source, "ASR")
+    assert judging_key(wide_ws, source, "PR") == key
     assert key.startswith(source.key + "-")

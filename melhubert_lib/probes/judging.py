@@ -11,7 +11,6 @@ the rows of an unchanged checkpoint instead of training its probes again.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import asdict, dataclass
 
@@ -66,9 +65,9 @@ def evaluate(ws: Workspace, candidates: list[Candidate], tasks: list[TaskData],
     done_scores, done_weights = _stored(ws) if reuse else (pd.DataFrame(), pd.DataFrame())
     reused_scores, reused_weights, scores, weights, utterances = [], [], [], [], []
     for cand in tqdm(candidates, desc="upstreams", leave=False):
-        todo, key = [], judging_key(ws, cand.source)
+        todo, keys = [], {task.spec.name: judging_key(ws, cand.source, task.spec.name) for task in tasks}
         for task in tasks:
-            rows = _rows_of(done_scores, cand, task.spec.name, key)
+            rows = _rows_of(done_scores, cand, task.spec.name, keys[task.spec.name])
             layer_rows = _rows_of(done_weights, cand, task.spec.name)
             if rows is not None and layer_rows is not None and set(rows.seed) >= set(seeds):
                 reused_scores += rows[rows.seed.isin(seeds)].to_dict("records")
@@ -80,6 +79,7 @@ def evaluate(ws: Workspace, candidates: list[Candidate], tasks: list[TaskData],
         model = cand.source.model
         cost = measure(model, threads=threads, cache_dir=ws.cache / EFFICIENCY_CACHE) if model is not None else None
         for result in evaluate_source(ws, cand.source, todo, seeds=seeds):
+            key = keys[result.task]
             scores += _score_rows(cand, key, result, cost)
             weights += [{"source": cand.source.name, "task": result.task, "seed": result.seed, "layer": i,
                          "weight": w} for i, w in enumerate(result.layer_weights)]
@@ -165,12 +165,16 @@ def _stored(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
     return tables[0], tables[1]
 
 
-def judging_key(ws: Workspace, source: FeatureSource) -> str:
-    """What a source's stored scores were computed from: its content key and the cache of its layers (frames and the
-    code that computes them), the probe settings (but the seeds: each row carries its own) and the probing code."""
+def judging_key(ws: Workspace, source: FeatureSource, task: str) -> str:
+    """What a source's stored scores on `task` were computed from: its content key and the cache of its layers (frames
+    and the code that computes them), that task's probe settings (not the seeds: each row carries its own; not the
+    other tasks': tuning one task's probe re-judges that task only) and the probing code."""
     code = code_version(__name__, superb, stacked_probes, tasks_module, "melhubert_lib.data.corpus.lexicon")
-    settings = dataclasses.replace(ws.scale.downstream, seeds=())
-    return f"{source.key}-{fingerprint(layers_dir(ws, source).name, settings, code)}"
+    settings = ws.scale.downstream
+    recipe = {"task": task, "epochs": settings.epochs[task], "lr": settings.learning_rates[task]}
+    if task == "ASR":  # the one task with a BiLSTM
+        recipe |= {"asr_hidden": settings.asr_hidden, "asr_layers": settings.asr_layers}
+    return f"{source.key}-{fingerprint(layers_dir(ws, source).name, recipe, code)}"
 
 
 def _rows_of(table: pd.DataFrame, cand: Candidate, task: str, key: str | None = None) -> pd.DataFrame | None:

@@ -355,7 +355,7 @@ def test_the_s3prl_upstream_serves_a_chosen_exit(smoke_ws, tmp_path):
     with pytest.raises(ValueError, match="n_layers must be a whole number of layers, got True"):
         MelHuBERTUpstream(str(ckpt), n_layers=True)
     (tmp_path / "bad.yaml").write_text("n_layers: two\n")
-    with pytest.raises(ValueError, match="n_layers must be a whole number"):
+    with pytest.raises(ValueError, match="bad.yaml: n_layers must be a whole number"):
         MelHuBERTUpstream(str(ckpt), model_config=str(tmp_path / "bad.yaml"))
 
 

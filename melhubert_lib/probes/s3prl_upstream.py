@@ -40,11 +40,12 @@ class MelHuBERTUpstream(UpstreamBase):
         if self.model.feature_stats is None:
             raise ValueError(f"{ckpt}: no {STATS_NAME} in the checkpoint, so its input normalisation is unknown; "
                              "save the model with its feature_stats set (pretraining does this)")
+        where = "n_layers"
         if n_layers is None and model_config:
-            n_layers = _exit_from_config(model_config)
+            n_layers, where = _exit_from_config(model_config), f"{model_config}: n_layers"
         depth = self.model.config.depth
         if n_layers is not None and (isinstance(n_layers, bool) or not isinstance(n_layers, int)):
-            raise ValueError(f"n_layers must be a whole number of layers, got {n_layers!r}")
+            raise ValueError(f"{where} must be a whole number of layers, got {n_layers!r}")
         if n_layers is not None and not 1 <= n_layers <= depth:
             raise ValueError(f"n_layers={n_layers}: {ckpt} has {depth} layers, serve an exit from 1 to {depth}")
         self.n_layers = n_layers  # None: every layer
@@ -67,15 +68,12 @@ class MelHuBERTUpstream(UpstreamBase):
         return {"hidden_states": out.hidden_states, "last_hidden_state": out.hidden_states[-1]}
 
 
-def _exit_from_config(path: str) -> int | None:
-    """`n_layers` from an upstream config file (YAML or JSON: `n_layers: <k>`), None when it sets none."""
+def _exit_from_config(path: str) -> object:
+    """`n_layers` as an upstream config file (YAML or JSON: `n_layers: <k>`) sets it, None when it sets none."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"upstream model_config {path!r} is no file: give a YAML file holding n_layers: <k>")
     config = yaml.safe_load(Path(path).read_text()) or {}
-    value = config.get("n_layers") if isinstance(config, dict) else None
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ValueError(f"{path}: n_layers must be a whole number of layers, got {value!r}")
-    return value
+    return config.get("n_layers") if isinstance(config, dict) else None
 
 
 def melhubert_suite(ckpt: str, *args: object, **kwargs: object) -> MelHuBERTUpstream:

@@ -4,13 +4,16 @@ For each structured method (head pruning, FFN shrink, truncated SVD, distillatio
 pruning, the anytime model's shallowest exit, the combined recipe)
 it takes the strongest level of the default-scale runs, measures the real-time factor (batch 1, 10 s
 of audio, 1 thread, median of repeated runs, each model in a fresh process with a caching allocator as
-in `efficiency.process_speed`) of it and of the baseline, and prints the speed-up next
+in `efficiency.process_speed`) of it and of the baseline, timed back to back in several rounds (the speed-up is the
+median of the rounds' ratios, so a drift of the machine between models cancels), and prints the speed-up next
 to the MAC reduction (goal: speed-up >= 0.8 x MAC ratio). It also splits each pass (torch.profiler)
 into the linear layers' matrix products, whose time should fall with their MACs, and everything else
 (attention kernels, GELU, layer norms, the positional convolution, copies), which only head pruning
-and shallower models reduce. For weight pruning (the 90 % level and the strongest one) it reports the
-dense time (masks do not speed anything up) and the time with the pruned layers run as sparse CSR products.
-Usage: python benchmarks/compression_speed.py [--scale default] [--work-dir work]
+and shallower models reduce; the positional convolution, which every model keeps whole, is also shown
+alone. For weight pruning (the 90 % level and the strongest one) it reports the dense time (masks do not
+speed anything up) and the time with the pruned layers run as sparse CSR products, each against the baseline's first
+timing (one pair, not rounds).
+Usage: python benchmarks/compression_speed.py [--scale default] [--work-dir work] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
@@ -53,11 +58,22 @@ def level_with_setting(run_dir: Path, setting: float) -> Path | None:
 
 
 LINEAR_OPS = ("aten::addmm", "aten::mm")  # what nn.Linear runs on the CPU, with and without bias
+CONV_OPS = ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward")  # the positional convolution's kernels
+
+
+@dataclass
+class PassProfile:
+    """Profiled seconds of one forward pass (batch 1, 1 thread): in total, in the linear layers' matrix products and
+    in the positional convolution."""
+
+    total: float
+    linear: float
+    conv: float
 
 
 @torch.no_grad()
-def linear_seconds(model: MelHuBERT, seconds: float = 10.0, passes: int = 5) -> tuple[float, float]:
-    """Profiled seconds per pass spent in the linear layers' matrix products, and in total (batch 1, 1 thread)."""
+def profile_pass(model: MelHuBERT, seconds: float = 10.0, passes: int = 5) -> PassProfile:
+    """Profile `passes` forward passes of `seconds` of random input and split their time by operator."""
     frames = int(round(seconds * 1000 / model.config.frame_ms))
     x = torch.randn(1, frames, model.config.input_dim)
     threads = torch.get_num_threads()
@@ -68,9 +84,26 @@ def linear_seconds(model: MelHuBERT, seconds: float = 10.0, passes: int = 5) -> 
             model(x)
     torch.set_num_threads(threads)
     events = prof.key_averages()
-    linear = sum(e.self_cpu_time_total for e in events if e.key in LINEAR_OPS)
-    total = sum(e.self_cpu_time_total for e in events)
-    return linear / passes / 1e6, total / passes / 1e6
+
+    def share(ops: tuple[str, ...] | None) -> float:
+        return sum(e.self_cpu_time_total for e in events if ops is None or e.key in ops) / passes / 1e6
+
+    return PassProfile(total=share(None), linear=share(LINEAR_OPS), conv=share(CONV_OPS))
+
+
+def paired_speedups(base: MelHuBERT, model: MelHuBERT, rounds: int) -> tuple[list[float], float]:
+    """The baseline's RTF over the model's in `rounds` back-to-back pairs, alternating which runs first (a drift of the
+    machine between two models' measurements then cancels), and the model's median RTF."""
+    speedups, rtfs = [], []
+    for r in range(rounds):
+        if r % 2:  # the order alternates, so whatever the first of two measurements suffers hits both alike
+            rtfs.append(process_speed(model, min_run_time=2.0).rtf)
+            base_rtf = process_speed(base, min_run_time=2.0).rtf
+        else:
+            base_rtf = process_speed(base, min_run_time=2.0).rtf
+            rtfs.append(process_speed(model, min_run_time=2.0).rtf)
+        speedups.append(base_rtf / rtfs[-1])
+    return speedups, float(np.median(rtfs))
 
 
 def main() -> None:
@@ -78,7 +111,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", default="default")
     parser.add_argument("--work-dir", default="work")
+    parser.add_argument("--rounds", type=int, default=3, help="baseline-then-model timing pairs per method")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: time at least one pair")
     if any(os.environ.get(k) != v for k, v in CACHING_MALLOC.items()):  # profile under the timing allocator too
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **CACHING_MALLOC})
     ws = open_workspace(args.scale, args.work_dir)
@@ -86,26 +122,28 @@ def main() -> None:
     base_rtf = process_speed(base, min_run_time=2.0).rtf
     base_count = count_macs(base)
     base_macs = base_count.total
-    base_linear, base_total = linear_seconds(base)
-    print(f"baseline: RTF {base_rtf:.4f}; profiled pass {base_total * 1e3:.0f} ms, of which linear layers "
-          f"{base_linear * 1e3:.0f} ms")
+    base_pass = profile_pass(base)
+    print(f"baseline: RTF {base_rtf:.4f}; profiled pass {base_pass.total * 1e3:.1f} ms, of which linear layers "
+          f"{base_pass.linear * 1e3:.1f} ms, positional convolution {base_pass.conv * 1e3:.1f} ms")
     models = {name: strongest(ws.run_dir(run)) for name, run in STRUCTURED.items()}
     for name, path in models.items():
         if path is None:
             print(f"{name}: no run found (run its notebook first)")
             continue
         model = MelHuBERT.from_pretrained(path).eval()
-        rtf = process_speed(model, min_run_time=2.0).rtf
+        speedups, rtf = paired_speedups(base, model, args.rounds)
+        speedup = float(np.median(speedups))
         count = count_macs(model)
-        speedup, mac_ratio = base_rtf / rtf, base_macs / count.total
+        mac_ratio = base_macs / count.total
         verdict = "meets" if speedup >= 0.8 * mac_ratio else "below"
-        linear, total = linear_seconds(model)
-        print(f"{name:20s} RTF {rtf:.4f}  speed-up {speedup:.2f}x  MAC ratio {mac_ratio:.2f}x  "
-              f"speed-up / MAC ratio {speedup / mac_ratio:.2f} ({verdict} 0.8)\n"
-              f"{'':20s} linear layers: {base_linear / linear:.2f}x faster for "
+        prof = profile_pass(model)
+        rest, base_rest = prof.total - prof.linear, base_pass.total - base_pass.linear
+        print(f"{name:20s} RTF {rtf:.4f}  speed-up {speedup:.2f}x (rounds {min(speedups):.2f}-{max(speedups):.2f})  "
+              f"MAC ratio {mac_ratio:.2f}x  speed-up / MAC ratio {speedup / mac_ratio:.2f} ({verdict} 0.8)\n"
+              f"{'':20s} linear layers: {base_pass.linear / prof.linear:.2f}x faster for "
               f"{base_count.linear_and_conv / count.linear_and_conv:.2f}x fewer linear+conv MACs; "
-              f"the rest: {(base_total - base_linear) * 1e3:.0f} -> {(total - linear) * 1e3:.0f} ms per pass "
-              f"({(total - linear) / total:.0%} of the compressed pass)")
+              f"the rest: {base_rest * 1e3:.1f} -> {rest * 1e3:.1f} ms per pass ({rest / prof.total:.0%} of the "
+              f"compressed pass; the positional convolution {prof.conv * 1e3:.1f} ms, {prof.conv / prof.total:.0%})")
     run = ws.run_dir("weights-l1")
     for pruned in dict.fromkeys(p for p in (level_with_setting(run, 0.9), strongest(run)) if p is not None):
         model = MelHuBERT.from_pretrained(pruned).eval()

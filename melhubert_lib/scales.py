@@ -69,6 +69,9 @@ class PretrainScale:
             raise ValueError(f"precision={self.precision!r}: choose one of {', '.join(PRECISIONS)}")
 
 
+LR_SCHEDULES = ("constant", "linear")  # the probes' learning-rate schedules over epochs
+
+
 @dataclass(frozen=True)
 class DownstreamScale:
     """Probe training on frozen features: epochs per task (best epoch chosen on dev) and probe seeds."""
@@ -77,8 +80,19 @@ class DownstreamScale:
     learning_rates: dict[str, float] = field(
         default_factory=lambda: {"PR": 2e-2, "ASR": 6e-3, "SID": 5e-3, "KS": 5e-3, "PC": 2e-3})
     seeds: tuple[int, ...] = (0,)  # probe seeds: trained together in one pass over the features
+    lr_schedule: str = "constant"  # "constant", or "linear": each epoch at lr x (epochs - epoch + 1) / epochs
+    # utterance-level tasks that read only the first N seconds of each clip (a budget lever: the upstream's pass over
+    # SID's clips is the largest part of judging a checkpoint); a task absent here reads whole clips
+    clip_seconds: dict[str, float] = field(default_factory=dict)
     asr_hidden: int = 96  # BiLSTM units per direction (SUPERB uses 2 x 1024: smaller here)
     asr_layers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"DownstreamScale.lr_schedule={self.lr_schedule!r}: choose one of {LR_SCHEDULES}")
+        bad = {task: s for task, s in self.clip_seconds.items() if not s > 0}
+        if bad:
+            raise ValueError(f"DownstreamScale.clip_seconds={bad}: give each task a positive number of seconds")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -19,11 +20,18 @@ from melhubert_lib.data.frames import FrameStore
 from melhubert_lib.data.representations import hidden_states
 from melhubert_lib.data.results import append_rows
 from melhubert_lib.data.tasks import TaskData, TaskSpec, TaskSplit, get_task, load_task
-from melhubert_lib.data.workspace import model_inputs, split_utterances
+from melhubert_lib.data.workspace import Workspace, model_inputs, split_utterances
 from melhubert_lib.efficiency import count_macs, measure, sparse_macs
 from melhubert_lib.model import MelHuBERT, preset
+from melhubert_lib.probes import superb
 from melhubert_lib.probes.judging import judging_key
-from melhubert_lib.probes.layer_features import logmel_source, mean_pool, model_source, task_features
+from melhubert_lib.probes.layer_features import (
+    logmel_source,
+    mean_pool,
+    model_source,
+    split_inputs,
+    task_features,
+)
 from melhubert_lib.probes.s3prl_upstream import HUB_NAME, RECIPES, MelHuBERTUpstream, melhubert_suite, register
 from melhubert_lib.probes.stacked_probes import CLIP_NORM, StackedLinearProbes
 from melhubert_lib.probes.superb import (
@@ -413,6 +421,25 @@ def test_append_rows_replaces_rows_with_the_same_key(tmp_path):
     assert len(pd.read_csv(path)) == 3  # a refused merge leaves the file as it was
 
 
+def test_append_rows_from_two_processes_at_once_loses_no_row(tmp_path):
+    path, go = tmp_path / "r.csv", tmp_path / "go"
+    writer = ("import sys, time, pathlib, pandas as pd; from melhubert_lib.data.results import append_rows\n"
+              "while not pathlib.Path(sys.argv[3]).exists(): time.sleep(0.01)\n"  # both start appending at once
+              "for i in range(60):\n"
+              "    append_rows(sys.argv[1], pd.DataFrame({'source': [f'{sys.argv[2]}{i}'], 'value': [i]}), ['source'])")
+    procs = [subprocess.Popen([sys.executable, "-c", writer, str(path), name, str(go)], stderr=subprocess.PIPE,
+                              text=True) for name in ("a", "b")]
+    time.sleep(1.0)  # let both import
+    go.touch()
+    try:
+        errors = [p.communicate(timeout=300)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert sorted(pd.read_csv(path).source) == sorted(f"{n}{i}" for n in "ab" for i in range(60))
+
+
 def test_cli_efficiency_prints_the_report_of_a_checkpoint(tmp_path, capsys):
     from melhubert_lib.cli import main
 
@@ -608,3 +635,63 @@ def test_judging_key_follows_the_tasks_probe_recipe_but_not_the_seeds_or_other_t
     assert judging_key(wide_ws, source, "ASR") != judging_key(smoke_ws, source, "ASR")
     assert judging_key(wide_ws, source, "PR") == key
     assert key.startswith(source.key + "-")
+    cropped = _with_clip_seconds(smoke_ws, {"SID": 0.5})
+    assert judging_key(cropped, source, "SID") != other
+    assert judging_key(cropped, source, "PR") == key
+    decaying = dataclasses.replace(smoke_ws.scale, downstream=dataclasses.replace(settings, lr_schedule="linear"))
+    assert judging_key(dataclasses.replace(smoke_ws, scale=decaying), source, "PR") != key
+
+
+def _with_clip_seconds(ws: Workspace, seconds: dict[str, float]) -> Workspace:
+    downstream = dataclasses.replace(ws.scale.downstream, clip_seconds=seconds)
+    return dataclasses.replace(ws, scale=dataclasses.replace(ws.scale, downstream=downstream))
+
+
+def test_a_clipped_task_reads_the_first_seconds_of_each_clip_into_its_own_cache(smoke_ws):
+    sid, source = load_task(smoke_ws, "SID"), logmel_source()
+    cropped_ws = _with_clip_seconds(smoke_ws, {"SID": 0.5})
+    keep = round(500 / smoke_ws.scale.frame_ms)
+    whole, cropped = split_inputs(smoke_ws, sid, "dev"), split_inputs(cropped_ws, sid, "dev")
+    assert cropped.utt_ids == whole.utt_ids and whole.lengths().max() > keep
+    for i in range(len(whole)):
+        np.testing.assert_array_equal(cropped[i], whole[i][:keep])
+    pooled_whole = task_features(smoke_ws, source, sid, "dev")
+    pooled_cropped = task_features(cropped_ws, source, sid, "dev")
+    np.testing.assert_allclose(pooled_cropped.data[:, 0], [cropped[i].mean(0) for i in range(len(cropped))],
+                               rtol=2e-3, atol=2e-3)  # float16 cache
+    assert not np.array_equal(pooled_cropped.data, pooled_whole.data)  # not the whole clips' cache
+
+
+def test_clip_seconds_are_refused_for_other_tasks_non_positive_lengths_and_probe_settings(smoke_ws):
+    for wrong in ({"PR": 1.0}, {"sid": 1.0}):  # a sequence task; a misspelt task read by another task's split
+        with pytest.raises(ValueError, match=r"clip_seconds names \[.* only utterance-level tasks"):
+            split_inputs(_with_clip_seconds(smoke_ws, wrong), load_task(smoke_ws, "KS"), "dev")
+    settings = dataclasses.replace(smoke_ws.scale.downstream, clip_seconds={"SID": 1.0})
+    with pytest.raises(ValueError, match="read from the workspace's scale"):
+        evaluate_source(smoke_ws, logmel_source(), [load_task(smoke_ws, "SID")], settings)
+    with pytest.raises(ValueError, match="clip_seconds=.*positive"):
+        DownstreamScale(clip_seconds={"SID": 0.0})
+
+
+@pytest.mark.parametrize(("schedule", "expected"), [("constant", [0.03] * 3), ("linear", [0.03, 0.02, 0.01])])
+def test_the_probes_learning_rate_follows_the_schedule_epoch_by_epoch(monkeypatch, schedule, expected):
+    task, feats = _utterance_task(60, np.random.default_rng(5))
+    settings = DownstreamScale(epochs={"SID": 3}, learning_rates={"SID": 0.03}, lr_schedule=schedule)
+    assert [superb.epoch_lr(settings, "SID", e) for e in (1, 2, 3)] == pytest.approx(expected)
+    used = []
+    step = superb._StackedProbes.step
+
+    def recording_step(self, layers, batch):
+        used.append(self.optimizer.param_groups[0]["lr"])
+        step(self, layers, batch)
+
+    monkeypatch.setattr(superb._StackedProbes, "step", recording_step)
+    train_probes("synthetic", task, feats, settings, (0, 1))
+    per_epoch = len(used) // 3
+    assert len(used) == 3 * per_epoch > 0
+    assert used == pytest.approx([lr for lr in expected for _ in range(per_epoch)])
+
+
+def test_an_unknown_probe_schedule_is_refused():
+    with pytest.raises(ValueError, match="lr_schedule='cosine'"):
+        DownstreamScale(lr_schedule="cosine")

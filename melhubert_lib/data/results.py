@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +24,23 @@ def append_rows(path: str | os.PathLike, rows: pd.DataFrame, key: list[str],
     missing = [k for k in key if k not in rows.columns]
     if missing:
         raise ValueError(f"rows lack the key columns {missing}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(path):
+        return _merge(path, rows, key, replace)
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path`'s lock file: two notebooks appending to one table at once lose no row."""
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _merge(path: Path, rows: pd.DataFrame, key: list[str], replace: list[str] | None) -> pd.DataFrame:
     if path.is_file():
         old = pd.read_csv(path)
         if not old.empty:
@@ -32,7 +52,6 @@ def append_rows(path: str | os.PathLike, rows: pd.DataFrame, key: list[str],
             keys = pd.MultiIndex.from_frame(rows[match].astype(str))
             stale = pd.MultiIndex.from_frame(old[match].astype(str)).isin(keys)
             rows = pd.concat([old[~stale], rows], ignore_index=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         rows.to_csv(tmp, index=False)
     return rows

@@ -171,7 +171,8 @@ def judging_key(ws: Workspace, source: FeatureSource, task: str) -> str:
     other tasks': tuning one task's probe re-judges that task only) and the probing code."""
     code = code_version(__name__, superb, stacked_probes, tasks_module, "melhubert_lib.data.corpus.lexicon")
     settings = ws.scale.downstream
-    recipe = {"task": task, "epochs": settings.epochs[task], "lr": settings.learning_rates[task]}
+    recipe = {"task": task, "epochs": settings.epochs[task], "lr": settings.learning_rates[task],
+              "lr_schedule": settings.lr_schedule, "clip_seconds": settings.clip_seconds.get(task)}
     if task == "ASR":  # the one task with a BiLSTM
         recipe |= {"asr_hidden": settings.asr_hidden, "asr_layers": settings.asr_layers}
     return f"{source.key}-{fingerprint(layers_dir(ws, source).name, recipe, code)}"

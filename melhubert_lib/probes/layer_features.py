@@ -22,7 +22,7 @@ from ..data.features import FeatureStats
 from ..data.frames import FrameStore, cached
 from ..data.provenance import code_version, fingerprint
 from ..data.representations import stacked_hidden_states
-from ..data.tasks import TaskData
+from ..data.tasks import TASKS, TaskData
 from ..data.workspace import Workspace, clip_inputs, frames_version, model_inputs
 from ..model import MelHuBERT
 
@@ -88,7 +88,8 @@ def model_source(model: MelHuBERT, name: str) -> FeatureSource:
 def task_features(ws: Workspace, source: FeatureSource, task: TaskData, split: str) -> FrameStore:
     """Cached layers of `source` over one split: (T, L, D) per utterance, or (1, L, D) pooled for utterance tasks."""
     pooled = task.spec.kind == "utterance"
-    name = task.cache_name(split)
+    seconds = clip_seconds(ws, task)
+    name = task.cache_name(split) + (f"-first{seconds:g}s" if seconds is not None else "")
     path = layers_dir(ws, source) / f"{name}-{'pooled' if pooled else 'frames'}.frames"
 
     def build() -> FrameStore:
@@ -108,12 +109,30 @@ def split_inputs(ws: Workspace, task: TaskData, split: str, stats: FeatureStats 
                  frame_ms: int | None = None) -> FrameStore:
     """Model inputs (normalised, stacked log-Mel) of one split of a task, in the order of its labels.
 
-    `stats` and `frame_ms`: a model's own input normalisation and frame rate (None: the workspace's).
+    `stats` and `frame_ms`: a model's own input normalisation and frame rate (None: the workspace's). A task with
+    `clip_seconds` reads the first that many seconds of each clip.
     """
+    seconds = clip_seconds(ws, task)
     if task.spec.source == "librispeech":
         return model_inputs(ws, LABELED_SPLITS[split], stats, frame_ms)
     items = task.splits[split]
-    return clip_inputs(ws, task.cache_name(split), items.paths, items.ids, stats, frame_ms)
+    inputs = clip_inputs(ws, task.cache_name(split), items.paths, items.ids, stats, frame_ms)
+    if seconds is None:
+        return inputs
+    keep = max(1, round(seconds * 1000 / (frame_ms or ws.scale.frame_ms)))
+    return inputs.map(lambda f: f[:keep])  # in memory: a few seconds per clip
+
+
+def clip_seconds(ws: Workspace, task: TaskData) -> float | None:
+    """The seconds of each clip `task` reads (the workspace scale's `DownstreamScale.clip_seconds`; None: whole
+    clips). Every task named there must be an utterance-level task: another one's labels cover the whole utterance."""
+    clips = ws.scale.downstream.clip_seconds
+    wrong = [name for name in clips if name not in TASKS or TASKS[name].kind != "utterance"]
+    if wrong:
+        utterance_tasks = [name for name, spec in TASKS.items() if spec.kind == "utterance"]
+        raise ValueError(f"DownstreamScale.clip_seconds names {wrong}: only utterance-level tasks "
+                         f"({', '.join(utterance_tasks)}) can read part of each clip")
+    return clips.get(task.spec.name)
 
 
 def mean_pool(store: FrameStore) -> FrameStore:

@@ -111,6 +111,9 @@ def evaluate_source(ws: Workspace, source: FeatureSource, tasks: list[TaskData],
     `layer`: the probes read that one hidden state (0 = the encoder input) instead of the Featurizer's weighted sum
     over all of them."""
     settings = settings or ws.scale.downstream
+    if settings.clip_seconds != ws.scale.downstream.clip_seconds:
+        raise ValueError(f"settings.clip_seconds={settings.clip_seconds}: the clips' length is read from the "
+                         "workspace's scale (its caches are keyed on it); open the workspace with that scale instead")
     seeds = tuple(seeds if seeds is not None else settings.seeds)
     results = []
     for task in tasks:
@@ -161,6 +164,7 @@ def train_probes(source: str, task: TaskData, feats: dict[str, FrameStore], sett
     gen = torch.Generator().manual_seed(seeds[0] if order_seed is None else order_seed)
     best: list[tuple[float, int, dict[str, torch.Tensor], dict[str, float]] | None] = [None] * len(seeds)
     for epoch in range(1, settings.epochs[name] + 1):
+        trainer.set_lr(epoch_lr(settings, name, epoch))
         for batch in data["train"].batches(gen, by_length):
             trainer.step(probes[0].standardize(batch.feats), batch)
         for i, dev in enumerate(_score(trainer, probes[0], data["dev"], task)):
@@ -175,6 +179,15 @@ def train_probes(source: str, task: TaskData, feats: dict[str, FrameStore], sett
     return [TaskResult(source, name, task.spec.metric, seed, dev, test.metrics, epoch, probe.layer_weights(), seconds,
                        probe.eval(), test.errors, test.units)
             for seed, probe, (_, epoch, _, dev), test in zip(seeds, probes, best, tests, strict=True)]
+
+
+def epoch_lr(settings: DownstreamScale, task: str, epoch: int) -> float:
+    """The probe's learning rate in `epoch` (1-based) of `task`'s training under `settings.lr_schedule`."""
+    lr = settings.learning_rates[task]
+    if settings.lr_schedule == "linear":
+        epochs = settings.epochs[task]
+        return lr * (epochs - epoch + 1) / epochs
+    return lr
 
 
 def _check_frame_labels(source: str, task: TaskData, feats: dict[str, FrameStore]) -> None:
@@ -205,6 +218,11 @@ class _StackedProbes:
         self.stack.clip_each_seed()
         self.optimizer.step()
 
+    def set_lr(self, lr: float) -> None:
+        """Set every seed's learning rate."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def logits(self, layers: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         self.stack.eval()
         return list(self.stack(layers).unbind(0))
@@ -234,6 +252,12 @@ class _SeparateProbes:
             loss.backward()
             nn.utils.clip_grad_norm_(probe.parameters(), CLIP_NORM)
             opt.step()
+
+    def set_lr(self, lr: float) -> None:
+        """Set every seed's learning rate."""
+        for optimizer in self.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
     def logits(self, layers: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         return [probe.eval().head(layers, lengths) for probe in self.probes]

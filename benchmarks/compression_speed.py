@@ -96,13 +96,12 @@ def paired_speedups(base: MelHuBERT, model: MelHuBERT, rounds: int) -> tuple[lis
     machine between two models' measurements then cancels), and the model's median RTF."""
     speedups, rtfs = [], []
     for r in range(rounds):
-        if r % 2:  # the order alternates, so whatever the first of two measurements suffers hits both alike
-            rtfs.append(process_speed(model, min_run_time=2.0).rtf)
-            base_rtf = process_speed(base, min_run_time=2.0).rtf
-        else:
-            base_rtf = process_speed(base, min_run_time=2.0).rtf
-            rtfs.append(process_speed(model, min_run_time=2.0).rtf)
-        speedups.append(base_rtf / rtfs[-1])
+        pair = (("base", base), ("model", model))
+        timed = {}
+        for name, m in pair if r % 2 == 0 else pair[::-1]:  # whatever the first of a pair suffers hits both alike
+            timed[name] = process_speed(m, min_run_time=2.0).rtf
+        rtfs.append(timed["model"])
+        speedups.append(timed["base"] / timed["model"])
     return speedups, float(np.median(rtfs))
 
 

@@ -112,7 +112,7 @@ def split_inputs(ws: Workspace, task: TaskData, split: str, stats: FeatureStats 
     `stats` and `frame_ms`: a model's own input normalisation and frame rate (None: the workspace's). A task with
     `clip_seconds` reads the first that many seconds of each clip.
     """
-    seconds = clip_seconds(ws, task)
+    seconds = clip_seconds(ws, task)  # checked for every task, so a crop asked of a sequence task is refused
     if task.spec.source == "librispeech":
         return model_inputs(ws, LABELED_SPLITS[split], stats, frame_ms)
     items = task.splits[split]

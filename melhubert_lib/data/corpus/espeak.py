@@ -4,11 +4,14 @@ eSpeak keeps global state in the library itself, and it is not thread-safe: para
 processes. Synthesis is synchronous; the callback collects the audio (16-bit, 22050 Hz) and the phoneme
 events, whose `sample` field is the start of the phoneme in output samples.
 
-eSpeak's waveform generator carries state from one utterance to the next that neither `espeak_Terminate`
-nor its random seeds reset (the same call gives waveforms hundreds of samples apart depending on what the
-process synthesised before). An `ESpeak` is therefore one freshly loaded copy of the library, used for one
-job and unloaded when its `with` block ends (about 3 ms a job): a job's audio depends on the job alone,
-not on the worker that ran it or the jobs before it, so a corpus is bit-identical for a seed.
+eSpeak's waveform generator carries state from one utterance to the next that `espeak_Terminate` does not
+reset (the same call gives waveforms hundreds of samples apart depending on what the process synthesised
+before). An `ESpeak` is therefore one freshly loaded copy of the library, used for one job and unloaded when its
+`with` block ends (about 3 ms a job). Voices with breath noise (the variants Alicia, caleb, f2, f3, f5 and victor
+among the corpus's) also draw random numbers, from eSpeak's own generator and from the C library's `rand()`, whose
+state lives in the process and survives the unload: `synthesize` seeds both with the caller's seed before every
+utterance. A job's audio then depends on the job alone, not on the worker that ran it or the jobs before it, so a
+corpus is bit-identical for a seed.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ _EVENT_PHONEME = 7
 _PARAM_RATE = 1
 _PARAM_PITCH = 3
 _PARAM_RANGE = 4
+_LIBC = ctypes.CDLL(None)  # the process's C library: eSpeak's breath noise calls its rand()
 _PHONEME_SEPARATOR = ord("^")  # between the mnemonics of a word in TextToPhonemes output (no mnemonic holds it)
 
 RATE_LIMITS = (80, 450)  # words per minute that eSpeak accepts
 PITCH_LIMITS = (0, 99)  # pitch and pitch range parameters
+SEED_LIMITS = (0, 2**31 - 1)  # the breath noise's seed (eSpeak's generator and the C library's srand)
 
 
 class _EventId(ctypes.Union):
@@ -109,6 +114,7 @@ class ESpeak:
         self._lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         self._lib.espeak_GetCurrentVoice.restype = ctypes.POINTER(_Voice)
         self._lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         self._lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
@@ -182,9 +188,11 @@ class ESpeak:
         return mnemonics
 
     def synthesize(
-        self, text: str, accent: str, variant: str, rate: int, pitch: int, pitch_range: int
+        self, text: str, accent: str, variant: str, rate: int, pitch: int, pitch_range: int, seed: int = 0
     ) -> Synthesis:
-        """Speak `text` with the given voice and prosody (rate in words per minute, pitch 0-99)."""
+        """Speak `text` with the given voice and prosody (rate in words per minute, pitch 0-99); `seed` (0 to 2**31 - 1)
+        seeds the breath noise of the voices that have it, so the same call always gives the same audio."""
+        _check_range("seed", seed, SEED_LIMITS)
         _check_range("rate", rate, RATE_LIMITS)
         _check_range("pitch", pitch, PITCH_LIMITS)
         _check_range("pitch_range", pitch_range, PITCH_LIMITS)
@@ -192,6 +200,8 @@ class ESpeak:
         for parameter, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_RANGE, pitch_range)):
             self._lib.espeak_SetParameter(parameter, value, 0)
         self._chunks, self._events = [], []
+        self._lib.espeak_ng_SetRandSeed(seed)
+        _LIBC.srand(seed)
         encoded = text.encode("utf-8")
         status = self._lib.espeak_Synth(
             encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None

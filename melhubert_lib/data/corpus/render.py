@@ -1,7 +1,7 @@
 """Render one utterance: eSpeak, speed change, channel, pauses, room, noise and level; write the FLAC.
 
-Every random choice comes from the job's own seed, so a job renders the same way whichever process
-runs it and in whatever order (up to eSpeak's small carried-over state, see `espeak.py`).
+Every random choice comes from the job's own seed, eSpeak's breath noise included, so a job renders the same way
+whichever process runs it and in whatever order (see `espeak.py`).
 Per-utterance variation around the speaker's identity: speaking rate, pitch, pitch range, speed
 factor and equaliser gains are jittered, and each utterance gets its own pauses, room, noise and level.
 """
@@ -18,7 +18,7 @@ from scipy.signal import resample_poly
 from ..audio import SAMPLE_RATE, save_audio
 from .alignment import event_segments, place_segments
 from .augment import add_noise, apply_channel, draw_conditions, reverberate, set_level
-from .espeak import PITCH_LIMITS, RATE_LIMITS, ESpeak
+from .espeak import PITCH_LIMITS, RATE_LIMITS, SEED_LIMITS, ESpeak
 from .phones import SILENCE
 from .records import PhoneSegment
 from .speakers import SpeakerProfile
@@ -61,7 +61,8 @@ def render(job: SpeechJob, root: Path) -> RenderedSpeech:
     pitch = _round_clamped(speaker.pitch + rng.normal(0.0, PITCH_JITTER), PITCH_LIMITS)
     pitch_range = _round_clamped(speaker.pitch_range + rng.normal(0.0, INTONATION_JITTER), PITCH_LIMITS)
     with ESpeak() as engine:  # a fresh library per job: its audio depends on nothing else
-        synthesis = engine.synthesize(job.text, speaker.accent, speaker.variant, rate, pitch, pitch_range)
+        synthesis = engine.synthesize(job.text, speaker.accent, speaker.variant, rate, pitch, pitch_range,
+                                       seed=job.seed % (SEED_LIMITS[1] + 1))
 
     speed = speaker.speed * math.exp(rng.normal(0.0, SPEED_JITTER))
     target_rate = RESAMPLE_GRID_HZ * round(SAMPLE_RATE / speed / RESAMPLE_GRID_HZ)

@@ -214,14 +214,14 @@ SCALES: dict[str, Scale] = {
     "default": Scale(
         name="default",
         model_preset="default",
-        # sized so that a cold `make figures` (two pretrainings, every compression run, every judged checkpoint with
-        # 3 probe seeds) fits about 90 minutes on 2 CPU cores without native bfloat16 (README, "Measured")
+        # sized for a cold `make figures` (two pretrainings, every compression run, every judged checkpoint with 3 probe
+        # seeds) on 2 CPU cores without native bfloat16: aimed at 90 minutes, measured 1 h 49 min (README, "Measured")
         corpus=CorpusScale(
             pretrain_hours=2.0,
             n_speakers=240,
             labeled_utts={"train": 600, "dev": 100, "test": 300},
             # test sets sized so that a difference to the baseline is resolved to about a quarter of the
-            # baseline's gain over log-Mel (measured half-widths: README, "Intervals"); the probes' training sets
+            # baseline's gain over log-Mel (measured half-widths: README, "Figures"); the probes' training sets
             # are what the budget trims
             sid_utts_per_speaker={"train": 4, "dev": 1, "test": 4},
             ks_per_keyword=80,

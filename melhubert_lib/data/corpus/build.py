@@ -50,8 +50,9 @@ from .speech_commands import (
 )
 from .voxceleb import write_iden_split
 
-FORMAT_VERSION = 3  # bump when the generator changes what a given scale and seed produce (2: a fresh eSpeak per job;
-# 3: eSpeak's breath noise seeded per job)
+# Bump when the generator changes what a given scale and seed produce (2: a fresh eSpeak per job; 3: eSpeak's breath
+# noise seeded per job).
+FORMAT_VERSION = 3
 MARKER_FILE = "corpus.json"
 SPEAKERS_FILE = "speakers.json"
 _CHUNK_SIZE = 8  # jobs handed to a worker at a time

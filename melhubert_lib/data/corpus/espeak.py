@@ -8,10 +8,10 @@ eSpeak's waveform generator carries state from one utterance to the next that `e
 reset (the same call gives waveforms hundreds of samples apart depending on what the process synthesised
 before). An `ESpeak` is therefore one freshly loaded copy of the library, used for one job and unloaded when its
 `with` block ends (about 3 ms a job). Voices with breath noise (the variants Alicia, caleb, f2, f3, f5 and victor
-among the corpus's) also draw random numbers, from eSpeak's own generator and from the C library's `rand()`, whose
-state lives in the process and survives the unload: `synthesize` seeds both with the caller's seed before every
-utterance. A job's audio then depends on the job alone, not on the worker that ran it or the jobs before it, so a
-corpus is bit-identical for a seed.
+among the corpus's) also draw random numbers, from eSpeak's own generator (reset by the unload) and from the C
+library's `rand()` (whose state lives in the process and survives it): `synthesize` seeds both with the caller's
+seed before every utterance, so the seed, not the process's history, decides the noise. A job's audio then depends
+on the job alone, not on the worker that ran it or the jobs before it, so a corpus is bit-identical for a seed.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ _EVENT_PHONEME = 7
 _PARAM_RATE = 1
 _PARAM_PITCH = 3
 _PARAM_RANGE = 4
-_LIBC = ctypes.CDLL(None)  # the process's C library: eSpeak's breath noise calls its rand()
+_LIBC = ctypes.CDLL(None)  # the process's C library (Linux, macOS): eSpeak's breath noise calls its rand()
+_LIBC.srand.argtypes = [ctypes.c_uint]
+_LIBC.srand.restype = None
 _PHONEME_SEPARATOR = ord("^")  # between the mnemonics of a word in TextToPhonemes output (no mnemonic holds it)
 
 RATE_LIMITS = (80, 450)  # words per minute that eSpeak accepts
@@ -188,7 +190,7 @@ class ESpeak:
         return mnemonics
 
     def synthesize(
-        self, text: str, accent: str, variant: str, rate: int, pitch: int, pitch_range: int, seed: int = 0
+        self, text: str, accent: str, variant: str, rate: int, pitch: int, pitch_range: int, *, seed: int
     ) -> Synthesis:
         """Speak `text` with the given voice and prosody (rate in words per minute, pitch 0-99); `seed` (0 to 2**31 - 1)
         seeds the breath noise of the voices that have it, so the same call always gives the same audio."""

@@ -7,18 +7,21 @@ PY := $(VENV)/bin/python
 KERNEL := melhubert
 SCALE ?= default
 WORK ?= work
-FIGURES ?= figures
 # real corpora instead of the synthetic one (make figures LIBRISPEECH=/data/LibriSpeech VOXCELEB1=... SPEECH_COMMANDS=...)
 LIBRISPEECH ?=
 VOXCELEB1 ?=
 SPEECH_COMMANDS ?=
-# a folder for the executed notebooks (default: the notebooks are replaced by their executed copies)
-NOTEBOOK_OUT ?=
 CORPUS_FLAGS := $(if $(LIBRISPEECH),--librispeech $(LIBRISPEECH)) $(if $(VOXCELEB1),--voxceleb1 $(VOXCELEB1)) \
 	$(if $(SPEECH_COMMANDS),--speech-commands $(SPEECH_COMMANDS))
 # runs on other corpora keep their own stamps
 STAMP := $(WORK)/$(SCALE)/stamps$(if $(strip $(CORPUS_FLAGS)),-$(shell echo '$(CORPUS_FLAGS)' | sha1sum | cut -c1-8))
 LIB := $(shell find melhubert_lib -name '*.py' 2>/dev/null)
+# Only the default scale on the embedded corpus replaces the committed notebooks and figures/; any other run writes
+# its executed notebooks and figures beside its stamps (override with NOTEBOOK_OUT=folder FIGURES=folder)
+COMMITTED := $(and $(filter default,$(SCALE)),$(if $(strip $(CORPUS_FLAGS)),,yes))
+RUN_OUT := $(patsubst $(WORK)/$(SCALE)/stamps%,$(WORK)/$(SCALE)/outputs%,$(STAMP))
+FIGURES ?= $(if $(COMMITTED),figures,$(RUN_OUT)/figures)
+NOTEBOOK_OUT ?= $(if $(COMMITTED),,$(RUN_OUT)/notebooks)
 
 # The notebooks of the pipeline, in dependency order.
 NOTEBOOKS := 00_data 01_baseline 02_head_pruning 03_weight_pruning 04_low_rank 05_distillation 06_downstream \

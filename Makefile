@@ -13,13 +13,14 @@ VOXCELEB1 ?=
 SPEECH_COMMANDS ?=
 CORPUS_FLAGS := $(if $(LIBRISPEECH),--librispeech $(LIBRISPEECH)) $(if $(VOXCELEB1),--voxceleb1 $(VOXCELEB1)) \
 	$(if $(SPEECH_COMMANDS),--speech-commands $(SPEECH_COMMANDS))
-# runs on other corpora keep their own stamps
-STAMP := $(WORK)/$(SCALE)/stamps$(if $(strip $(CORPUS_FLAGS)),-$(shell echo '$(CORPUS_FLAGS)' | sha1sum | cut -c1-8))
+# runs on other corpora keep their own stamps and outputs
+CORPUS_TAG := $(if $(strip $(CORPUS_FLAGS)),-$(shell echo '$(CORPUS_FLAGS)' | sha1sum | cut -c1-8))
+STAMP := $(WORK)/$(SCALE)/stamps$(CORPUS_TAG)
 LIB := $(shell find melhubert_lib -name '*.py' 2>/dev/null)
 # Only the default scale on the embedded corpus replaces the committed notebooks and figures/; any other run writes
 # its executed notebooks and figures beside its stamps (override with NOTEBOOK_OUT=folder FIGURES=folder)
-COMMITTED := $(and $(filter default,$(SCALE)),$(if $(strip $(CORPUS_FLAGS)),,yes))
-RUN_OUT := $(patsubst $(WORK)/$(SCALE)/stamps%,$(WORK)/$(SCALE)/outputs%,$(STAMP))
+COMMITTED := $(and $(filter default,$(SCALE)),$(if $(CORPUS_TAG),,yes))
+RUN_OUT := $(WORK)/$(SCALE)/outputs$(CORPUS_TAG)
 FIGURES ?= $(if $(COMMITTED),figures,$(RUN_OUT)/figures)
 NOTEBOOK_OUT ?= $(if $(COMMITTED),,$(RUN_OUT)/notebooks)
 

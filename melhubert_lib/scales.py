@@ -215,7 +215,7 @@ SCALES: dict[str, Scale] = {
         name="default",
         model_preset="default",
         # sized for a cold `make figures` (two pretrainings, every compression run, every judged checkpoint with 3 probe
-        # seeds) on 2 CPU cores without native bfloat16: aimed at 90 minutes, measured 1 h 49 min (README, "Measured")
+        # seeds) on 2 CPU cores without native bfloat16: aimed at 90 minutes (measured: README, "Measured")
         corpus=CorpusScale(
             pretrain_hours=2.0,
             n_speakers=240,

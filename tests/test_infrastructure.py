@@ -191,6 +191,9 @@ def test_run_notebook_refuses_a_parameter_the_notebook_does_not_declare(tmp_path
     assert not list(tmp_path.glob(".*running*"))
 
 
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+
+
 def _make_plan(*overrides: str) -> str:
     """The commands `make figures` would run from scratch (dry run), continuation lines joined."""
     return subprocess.run(["make", "-n", "-B", "figures", *overrides], cwd=ROOT, capture_output=True, text=True,
@@ -202,7 +205,7 @@ def test_a_run_other_than_the_default_leaves_the_committed_notebooks_and_figures
     plan = _make_plan(*overrides)
     notebook_runs = [line for line in plan.splitlines() if " run-notebook " in line]
     outputs = [re.search(r"--output (\S+)", line) for line in notebook_runs]
-    assert len(notebook_runs) == 13 and all(outputs)
+    assert len(notebook_runs) == len(NOTEBOOKS) and all(outputs)
     written = [m.group(1) for m in outputs] + re.findall(r"--figures-dir (\S+)", plan)
     written += re.findall(r" summary .*--output (\S+)", plan)
     assert all(path.startswith("work/") for path in written), written
@@ -211,6 +214,6 @@ def test_a_run_other_than_the_default_leaves_the_committed_notebooks_and_figures
 def test_the_default_run_writes_the_committed_notebooks_and_figures():
     plan = _make_plan()
     notebook_runs = [line for line in plan.splitlines() if " run-notebook " in line]
-    assert len(notebook_runs) == 13
+    assert len(notebook_runs) == len(NOTEBOOKS)
     assert all("--figures-dir figures " in line and "--output" not in line for line in notebook_runs)
     assert re.search(r" summary .*--output figures/summary.md", plan)

@@ -15,7 +15,7 @@ import argparse
 import dataclasses
 import time
 
-from compression_speed import strongest
+from checkpoints import strongest
 
 from melhubert_lib.data.tasks import SPLITS, get_task, load_task
 from melhubert_lib.data.workspace import Workspace, open_workspace

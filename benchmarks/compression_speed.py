@@ -19,14 +19,13 @@ Usage: python benchmarks/compression_speed.py [--scale default] [--work-dir work
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
+from checkpoints import level_with_setting, strongest
 from torch.profiler import ProfilerActivity, profile
 
 from melhubert_lib.compression.weight_pruning import sparsity
@@ -38,23 +37,6 @@ from melhubert_lib.training import baseline
 STRUCTURED = {"head pruning": "heads-l1", "FFN shrink": "ffn-shrink", "SVD, uniform budget": "svd-uniform",
               "distillation": "distill-teacher", "first-N layers": "first-n", "layer pruning": "layers-ssl",
               "anytime exits": "anytime-teacher", "combined recipe": "combined"}
-
-
-def strongest(run_dir: Path) -> Path | None:
-    """Checkpoint of the last completed level of a compression run."""
-    levels = sorted(run_dir.glob("level-*/level.json"))
-    if len(levels) < 2:
-        return None
-    return run_dir.parent.parent / json.loads(levels[-1].read_text())["model_dir"]
-
-
-def level_with_setting(run_dir: Path, setting: float) -> Path | None:
-    """Checkpoint of the level of a compression run whose setting is `setting` (e.g. sparsity 0.9), if any."""
-    for path in sorted(run_dir.glob("level-*/level.json")):
-        record = json.loads(path.read_text())
-        if abs(record["setting"] - setting) < 1e-9:
-            return run_dir.parent.parent / record["model_dir"]
-    return None
 
 
 LINEAR_OPS = ("aten::addmm", "aten::mm")  # what nn.Linear runs on the CPU, with and without bias

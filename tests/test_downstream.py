@@ -682,7 +682,7 @@ def test_the_probes_learning_rate_follows_the_schedule_epoch_by_epoch(monkeypatc
     step = superb._StackedProbes.step
 
     def recording_step(self, layers, batch):
-        used.append(self.optimizer.param_groups[0]["lr"])
+        used.append(self.optimizers[0].param_groups[0]["lr"])
         step(self, layers, batch)
 
     monkeypatch.setattr(superb._StackedProbes, "step", recording_step)

@@ -203,25 +203,33 @@ def _check_frame_labels(source: str, task: TaskData, feats: dict[str, FrameStore
                              "another frame rate?)")
 
 
-class _StackedProbes:
+class _Trainer:
+    """What both probe trainers share: their optimisers, whose rate the training loop sets."""
+
+    optimizers: list[torch.optim.Optimizer]
+
+    def set_lr(self, lr: float) -> None:
+        """Set every seed's learning rate."""
+        for optimizer in self.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+
+class _StackedProbes(_Trainer):
     """Linear probes of all seeds as one `StackedLinearProbes` with one Adam (elementwise: per seed, as alone)."""
 
     def __init__(self, probes: list[Probe], lr: float) -> None:
         self.probes, self.stack = probes, StackedLinearProbes(probes)
-        self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=lr)
+        self.optimizers = [torch.optim.Adam(self.stack.parameters(), lr=lr)]
 
     def step(self, layers: torch.Tensor, batch: _Batch) -> None:
         self.stack.train()
         loss = seeds_loss(self.stack(layers), batch.lengths, batch.labels)
-        self.optimizer.zero_grad()
+        optimizer = self.optimizers[0]
+        optimizer.zero_grad()
         loss.backward()
         self.stack.clip_each_seed()
-        self.optimizer.step()
-
-    def set_lr(self, lr: float) -> None:
-        """Set every seed's learning rate."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        optimizer.step()
 
     def logits(self, layers: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         self.stack.eval()
@@ -237,7 +245,7 @@ class _StackedProbes:
         self.stack.write_back(self.probes)
 
 
-class _SeparateProbes:
+class _SeparateProbes(_Trainer):
     """Probes with a BiLSTM: one module and one Adam per seed, sharing each standardised batch."""
 
     def __init__(self, probes: list[Probe], lr: float) -> None:
@@ -252,12 +260,6 @@ class _SeparateProbes:
             loss.backward()
             nn.utils.clip_grad_norm_(probe.parameters(), CLIP_NORM)
             opt.step()
-
-    def set_lr(self, lr: float) -> None:
-        """Set every seed's learning rate."""
-        for optimizer in self.optimizers:
-            for group in optimizer.param_groups:
-                group["lr"] = lr
 
     def logits(self, layers: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         return [probe.eval().head(layers, lengths) for probe in self.probes]

@@ -61,12 +61,17 @@ def main() -> None:
                         help="PER points above the median of the seeds that count a seed as failed")
     args = parser.parse_args()
     ws = open_workspace(args.scale, args.work_dir)
-    settings = {text: parse_setting(text, ws.scale.downstream) for text in args.settings.split(",")}
-    seeds = tuple(int(s) for s in args.seeds.split(","))
+    try:
+        settings = {text: parse_setting(text, ws.scale.downstream) for text in args.settings.split(",")}
+        seeds = tuple(int(s) for s in args.seeds.split(","))
+    except ValueError as error:
+        parser.error(str(error) if "--settings" in str(error) else f"--seeds {args.seeds!r}: integers, comma-separated")
     sources: dict[str, FeatureSource] = {
         "baseline": model_source(MelHuBERT.from_pretrained(baseline.pretrain_baseline(ws).model_dir), "baseline")}
     for item in [i for i in args.levels.split(",") if i]:
         run, _, level = item.partition("/")
+        if not level.isdigit():
+            parser.error(f"--levels {item}: name each level as run/level, e.g. distill-teacher/3")
         path = level_checkpoint(ws.run_dir(run), int(level))
         if path is None:
             parser.error(f"--levels {item}: {ws.run_dir(run)} has no completed level {level} (run its notebook first)")

@@ -258,9 +258,9 @@ SCALES: dict[str, Scale] = {
             combined=CombinedRecipe(StudentShape(2), heads_kept=(6, 4), ffn_widths=(640, 384)),
         ),
         # PR: 10 epochs at 5e-2 instead of 20 at 2e-2 (the levers' table: less than half the time). At 10 epochs
-        # about a third of the probe seeds stay on CTC's plateau (benchmarks/pr_probe_stability.py; none at 20
-        # epochs): 20 epochs waits for a full cold run, since it changes every PR number. 3 seeds: intervals hold
-        # probe noise too
+        # 12 of 40 probe seeds stayed on CTC's plateau (benchmarks/pr_probe_stability.py, seeds 0-19 on two
+        # checkpoints; none at 20 epochs): 20 epochs waits for a full cold run, since it changes every PR number.
+        # 3 seeds: intervals hold probe noise too
         downstream=DownstreamScale(epochs={"PR": 10, "SID": 40, "KS": 40, "ASR": 10, "PC": 20},
                                    learning_rates={"PR": 5e-2, "ASR": 6e-3, "SID": 5e-3, "KS": 5e-3, "PC": 2e-3},
                                    seeds=(0, 1, 2)),

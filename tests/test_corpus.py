@@ -30,6 +30,7 @@ from melhubert_lib.data.corpus import (
     read_voxceleb1,
 )
 from melhubert_lib.data.corpus import build as build_module
+from melhubert_lib.data.corpus import espeak as espeak_module
 from melhubert_lib.data.corpus.alignment import event_segments
 from melhubert_lib.data.corpus.espeak import ESpeak
 from melhubert_lib.data.corpus.phones import ACCENT_OVERRIDES, DEFAULT_MAPPING
@@ -206,6 +207,53 @@ def test_a_job_sounds_the_same_whatever_was_synthesised_before() -> None:
     assert speak(first.text, breathy, 2) != speak(first.text, breathy, 1)  # the seed reaches the breath noise
     with pytest.raises(CorpusError, match="seed"):
         speak(first.text, breathy, -1)
+
+
+class _EspeakSeedFixed:
+    """The eSpeak library with its own random generator always seeded with 0 (every other call passed through)."""
+
+    def __init__(self, lib) -> None:
+        self._lib = lib
+
+    def __getattr__(self, name: str):
+        return getattr(self._lib, name)
+
+    def espeak_ng_SetRandSeed(self, seed: int) -> None:
+        self._lib.espeak_ng_SetRandSeed(0)
+
+
+class _LibcSeedFixed:
+    """The C library with rand() always seeded with 0."""
+
+    def __init__(self, libc) -> None:
+        self._libc = libc
+
+    def srand(self, seed: int) -> None:
+        self._libc.srand(0)
+
+
+@pytest.mark.parametrize(("generator", "variant"), [("espeak", "f2"), ("libc", "caleb")])
+def test_each_generator_of_the_breath_noise_takes_the_seed(monkeypatch, generator: str, variant: str) -> None:
+    # f2 draws its breath noise from eSpeak's own generator, caleb from the C library's rand(): with the other
+    # generator's seed held fixed, the seed must still change the audio, so neither seeding can be dropped
+    job = plan_corpus(SCALE, SEED).jobs[0]
+    voice = replace(job.speaker, variant=variant)
+    if generator == "espeak":
+        monkeypatch.setattr(espeak_module, "_LIBC", _LibcSeedFixed(espeak_module._LIBC))
+
+    def speak(seed: int) -> bytes:
+        with ESpeak() as engine:
+            lib = engine._lib
+            if generator == "libc":
+                engine._lib = _EspeakSeedFixed(lib)
+            try:
+                return engine.synthesize(job.text, voice.accent, voice.variant, voice.rate, voice.pitch,
+                                         voice.pitch_range, seed=seed).wav.tobytes()
+            finally:
+                engine._lib = lib
+
+    assert speak(1) == speak(1)
+    assert speak(1) != speak(2)
 
 
 def test_librispeech_reader_errors_name_the_path(corpus_root: Path, tmp_path: Path) -> None:

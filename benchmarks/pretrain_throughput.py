@@ -6,7 +6,7 @@ preset so machines can be compared. Then the default model's step against the sa
 own `nn.TransformerEncoderLayer` (post-LN, GELU, the same input projection, positional convolution and
 cluster head), interleaved rounds in this process, with the ratio. On a GPU (--device cuda) it measures the
 presets' training steps only, under bfloat16 autocast with fused SDPA attention (optionally compiled). Usage:
-python benchmarks/pretrain_throughput.py [--steps N] [--rounds R] [--device cuda] [--compile]
+python benchmarks/pretrain_throughput.py [--steps N] [--rounds R] [--precision auto] [--device cuda] [--compile]
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from torch import nn
 
 from melhubert_lib.efficiency import count_macs
 from melhubert_lib.model import MelHuBERT, MelHuBERTConfig, preset
-from melhubert_lib.scales import get_scale
+from melhubert_lib.scales import PRECISIONS, get_scale
+from melhubert_lib.training.pretrain import resolve_precision
 
 
 class TorchEncoderStack(nn.Module):
@@ -44,11 +45,13 @@ class TorchEncoderStack(nn.Module):
 
 
 def throughput(scale_name: str, steps: int, warmup: int = 2, torch_layers: bool = False,
-               device: torch.device | None = None, compile_model: bool = False) -> float:
+               device: torch.device | None = None, compile_model: bool = False, precision: str = "float32") -> float:
     """Seconds of audio per wall second for `steps` Adam updates of the scale's model and batch (`torch_layers`:
-    the same shape from torch's encoder layers). On a GPU the forward pass runs under bfloat16 autocast, as
-    `precision="auto"` trains there, with the whole global batch (grad_accum micro-batches) per step."""
+    the same shape from torch's encoder layers). The forward pass runs under bfloat16 autocast where `precision`
+    resolves to it (`PretrainScale.precision`'s rule); on a GPU always, as "auto" trains there, with the whole
+    global batch (grad_accum micro-batches) per step."""
     device = device or torch.device("cpu")
+    bf16 = device.type == "cuda" or resolve_precision(precision, device) == "bfloat16"
     scale = get_scale(scale_name)
     sched = scale.pretrain
     cfg = preset(scale.model_preset, scale.targets.n_clusters, scale.frame_ms)
@@ -73,7 +76,7 @@ def throughput(scale_name: str, steps: int, warmup: int = 2, torch_layers: bool 
             start = time.perf_counter()
         opt.zero_grad()
         for _ in range(n_micro):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = step_model(x, targets=y, mask=mask).loss
             loss.backward()
         opt.step()
@@ -90,9 +93,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:<i> for a GPU (bfloat16 autocast)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
     parser.add_argument("--presets", default="default,paper", help="comma-separated scales to measure")
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS,
+                        help="CPU: the training forward pass's precision, as PretrainScale.precision (auto: bfloat16 "
+                             "autocast where the CPU has AVX-512 BF16 or AMX)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"torch threads: {torch.get_num_threads()}, device {device}")
+    print(f"torch threads: {torch.get_num_threads()}, device {device}, "
+          f"precision {resolve_precision(args.precision, device) if device.type == 'cpu' else 'bfloat16'}")
     if device.type == "cuda":
         print(f"GPU: {torch.cuda.get_device_name(device)}")
         speed = {name: throughput(name, args.steps, device=device, compile_model=args.compile)
@@ -106,7 +113,7 @@ def main() -> None:
         scale = get_scale(name)
         model = MelHuBERT(preset(scale.model_preset, scale.targets.n_clusters, scale.frame_ms))
         macs = count_macs(model, seconds=10.0)
-        speed = throughput(name, args.steps)
+        speed = throughput(name, args.steps, precision=args.precision)
         results[name] = (speed, macs.per_second)
         print(f"{name:8s} params {model.num_parameters() / 1e6:7.2f} M  MACs/s of audio {macs.per_second / 1e9:6.3f} G "
               f"(attention {macs.attention / macs.seconds / 1e9:.3f} G)  training {speed:7.1f} s audio / s")
@@ -114,8 +121,8 @@ def main() -> None:
     print(f"ratio default/paper: throughput x{d[0] / p[0]:.1f}, MACs/s x{d[1] / p[1]:.3f}")
     ours, theirs = [], []
     for _ in range(args.rounds):  # interleaved, so drifts of the machine hit both alike
-        ours.append(throughput("default", args.steps))
-        theirs.append(throughput("default", args.steps, torch_layers=True))
+        ours.append(throughput("default", args.steps, precision=args.precision))
+        theirs.append(throughput("default", args.steps, torch_layers=True, precision=args.precision))
     print(f"default shape, best of {args.rounds} rounds: MelHuBERT {max(ours):.1f} s audio / s, torch "
           f"TransformerEncoderLayer stack {max(theirs):.1f} s audio / s, ratio x{max(ours) / max(theirs):.2f}")
 

@@ -1,7 +1,8 @@
 """How often the PR probe fails to train, under the scale's probe settings and candidate alternatives.
 
 At default scale the PR probe (10 epochs at lr 5e-2) sometimes ends one seed far above the others (a CTC probe
-that collapsed early and selected an early epoch on dev), which widens that checkpoint's interval. For the
+still on its plateau of mostly blank output, whose dev PER selected an earlier epoch), which widens that
+checkpoint's interval. For the
 baseline and a few compression levels (default: the three where it happened in the committed run), this trains
 PR probes with several seeds under each candidate setting (`epochs@lr`, `+linear` for a linearly decaying rate)
 and prints each seed's test PER and selected epoch, the spread over seeds, how many seeds end more than
@@ -60,18 +61,21 @@ def main() -> None:
     parser.add_argument("--collapse", type=float, default=8.0,
                         help="PER points above the median of the seeds that count a seed as failed")
     args = parser.parse_args()
+    if not all(s.strip().isdigit() for s in args.seeds.split(",")):
+        parser.error(f"--seeds {args.seeds!r}: integers, comma-separated")
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    levels = [item.partition("/") for item in args.levels.split(",") if item]
+    if not all(level.isdigit() for _, _, level in levels):
+        parser.error(f"--levels {args.levels!r}: name each level as run/level, e.g. distill-teacher/3")
     ws = open_workspace(args.scale, args.work_dir)
     try:
         settings = {text: parse_setting(text, ws.scale.downstream) for text in args.settings.split(",")}
-        seeds = tuple(int(s) for s in args.seeds.split(","))
     except ValueError as error:
-        parser.error(str(error) if "--settings" in str(error) else f"--seeds {args.seeds!r}: integers, comma-separated")
+        parser.error(str(error))
     sources: dict[str, FeatureSource] = {
         "baseline": model_source(MelHuBERT.from_pretrained(baseline.pretrain_baseline(ws).model_dir), "baseline")}
-    for item in [i for i in args.levels.split(",") if i]:
-        run, _, level = item.partition("/")
-        if not level.isdigit():
-            parser.error(f"--levels {item}: name each level as run/level, e.g. distill-teacher/3")
+    for run, _, level in levels:
+        item = f"{run}/{level}"
         path = level_checkpoint(ws.run_dir(run), int(level))
         if path is None:
             parser.error(f"--levels {item}: {ws.run_dir(run)} has no completed level {level} (run its notebook first)")

@@ -193,7 +193,7 @@ def _file_hashes(root: Path) -> dict[str, str]:
 def test_a_job_sounds_the_same_whatever_was_synthesised_before() -> None:
     jobs = plan_corpus(SCALE, SEED).jobs
     first, other = jobs[0], next(j for j in jobs if j.speaker.variant != jobs[0].speaker.variant)
-    # f2 has breath noise: eSpeak draws random numbers for it, from its own generator and the C library's rand()
+    # f2 has breath noise, drawn from eSpeak's own random generator (the next test pins both generators' seeding)
     breathy = replace(first.speaker, variant="f2")
 
     def speak(text: str, s: SpeakerProfile, seed: int) -> bytes:

@@ -257,11 +257,10 @@ SCALES: dict[str, Scale] = {
             # half the teacher's depth, as the paper's 6-layer student of 12, then two head and two FFN levels
             combined=CombinedRecipe(StudentShape(2), heads_kept=(6, 4), ffn_widths=(640, 384)),
         ),
-        # PR: 10 epochs at 5e-2 instead of 20 at 2e-2 (the levers' table: less than half the time). At 10 epochs
-        # 12 of 40 probe seeds stayed on CTC's plateau (benchmarks/pr_probe_stability.py, seeds 0-19 on two
-        # checkpoints; none at 20 epochs): 20 epochs waits for a full cold run, since it changes every PR number.
+        # PR: 20 epochs at 5e-2 (benchmarks/pr_probe_stability.py: at 10 epochs 12 of 40 probe seeds stayed on
+        # CTC's plateau and ended about 15 PER points above the others; at 20 epochs none of 40 did);
         # 3 seeds: intervals hold probe noise too
-        downstream=DownstreamScale(epochs={"PR": 10, "SID": 40, "KS": 40, "ASR": 10, "PC": 20},
+        downstream=DownstreamScale(epochs={"PR": 20, "SID": 40, "KS": 40, "ASR": 10, "PC": 20},
                                    learning_rates={"PR": 5e-2, "ASR": 6e-3, "SID": 5e-3, "KS": 5e-3, "PC": 2e-3},
                                    seeds=(0, 1, 2)),
         # ASR leaves the default study: its BiLSTM probe does not learn from a few hundred utterances (WER about

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-PRECISIONS = ("float32", "bfloat16", "auto")  # of the training forward pass (PretrainScale.precision)
+# of the training forward pass (PretrainScale.precision) and of the upstream's pass for the probes
+# (DownstreamScale.precision)
+PRECISIONS = ("float32", "bfloat16", "auto")
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,14 @@ class DownstreamScale:
     clip_seconds: dict[str, float] = field(default_factory=dict)
     asr_hidden: int = 96  # BiLSTM units per direction (SUPERB uses 2 x 1024: smaller here)
     asr_layers: int = 1
+    # the upstream's pass that computes the probes' features (stored in float16 either way): "bfloat16" runs it under
+    # autocast, "auto" does so where the CPU multiplies bfloat16 natively (as PretrainScale.precision); probes,
+    # their losses and all timing stay float32
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"DownstreamScale.precision={self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"DownstreamScale.lr_schedule={self.lr_schedule!r}: choose one of {LR_SCHEDULES}")
         bad = {task: s for task, s in self.clip_seconds.items() if not s > 0}
@@ -206,7 +214,7 @@ SCALES: dict[str, Scale] = {
             combined=CombinedRecipe(StudentShape(1), heads_kept=(1,), ffn_widths=(32,)),
         ),
         downstream=DownstreamScale(epochs={"PR": 3, "SID": 3, "KS": 3, "ASR": 2, "PC": 20}, seeds=(0, 1),
-                                   asr_hidden=16),
+                                   asr_hidden=16, precision="auto"),
         study=StudyScale(levels_per_run=1, band_seeds=(0, 1), q3_heads_kept=(3,)),
         flash_preset="smoke-flash",
         deterministic=True,
@@ -259,10 +267,11 @@ SCALES: dict[str, Scale] = {
         ),
         # PR: 20 epochs at 5e-2 (benchmarks/pr_probe_stability.py: at 10 epochs 12 of 40 probe seeds stayed on
         # CTC's plateau and ended about 15 PER points above the others; at 20 epochs none of 40 did);
-        # 3 seeds: intervals hold probe noise too
+        # 3 seeds: intervals hold probe noise too; the upstream's pass under bfloat16 autocast where the CPU has it
+        # natively (1.9x faster on an AMX CPU, features within 0.6 % of float32's: docs/benchmarks.md)
         downstream=DownstreamScale(epochs={"PR": 20, "SID": 40, "KS": 40, "ASR": 10, "PC": 20},
                                    learning_rates={"PR": 5e-2, "ASR": 6e-3, "SID": 5e-3, "KS": 5e-3, "PC": 2e-3},
-                                   seeds=(0, 1, 2)),
+                                   seeds=(0, 1, 2), precision="auto"),
         # ASR leaves the default study: its BiLSTM probe does not learn from a few hundred utterances (WER about
         # 99 % in the runs before); Q3 prunes for SID, the task that compression moves at this scale, and judges its
         # pruned models on SID alone (the time budget)

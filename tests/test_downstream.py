@@ -26,6 +26,8 @@ from melhubert_lib.model import MelHuBERT, preset
 from melhubert_lib.probes import superb
 from melhubert_lib.probes.judging import judging_key
 from melhubert_lib.probes.layer_features import (
+    feature_precision,
+    layers_dir,
     logmel_source,
     mean_pool,
     model_source,
@@ -90,6 +92,29 @@ def test_pooled_cache_commutes_with_the_featurizer_weighted_sum():
             torch.testing.assert_close(pooled_sum[0, 0], summed[0].mean(0), atol=2e-2, rtol=1e-2)
 
 
+def test_the_probes_features_run_in_the_scales_precision_and_are_keyed_on_it(smoke_ws):
+    """DownstreamScale.precision "bfloat16" runs the upstream under autocast into another cache folder; its features
+    stay within a few bfloat16 roundings (2^-8 each) of float32's; "auto" must be resolved before the pass."""
+    def workspace(precision: str) -> Workspace:
+        scale = dataclasses.replace(smoke_ws.scale, downstream=dataclasses.replace(smoke_ws.scale.downstream,
+                                                                                    precision=precision))
+        return dataclasses.replace(smoke_ws, scale=scale)
+
+    model = baseline.untrained_model(smoke_ws)
+    source, task = model_source(model, "untrained"), load_task(smoke_ws, "KS")
+    half, full = workspace("bfloat16"), workspace("float32")
+    assert feature_precision(half) == "bfloat16" and feature_precision(full) == "float32"
+    assert layers_dir(half, source) != layers_dir(full, source)
+    assert layers_dir(half, logmel_source()) == layers_dir(full, logmel_source())  # no model, no precision
+    got, expected = (task_features(ws, source, task, "dev").data.astype(np.float32) for ws in (half, full))
+    assert not np.array_equal(got, expected)  # the bfloat16 pass did run
+    assert np.abs(got - expected).mean() < 10 * 2.0**-8 * np.abs(expected).mean()
+    with pytest.raises(ValueError, match="resolve 'auto'"):
+        source.layers(model_inputs(smoke_ws, "dev-clean"), "auto")
+    with pytest.raises(ValueError, match="DownstreamScale.precision"):
+        DownstreamScale(precision="half")
+
+
 def test_model_source_gives_its_hidden_states_and_is_keyed_by_its_weights(smoke_ws):
     model = baseline.untrained_model(smoke_ws)
     inputs = model_inputs(smoke_ws, "dev-clean")
@@ -130,11 +155,12 @@ def test_a_model_is_judged_on_inputs_normalised_and_stacked_as_it_was_trained(sm
     model = MelHuBERT(preset("smoke", frame_ms=10), feature_stats=own).eval()
     assert smoke_ws.scale.frame_ms == 20 and model.config.input_dim == 40
     got = task_features(smoke_ws, model_source(model, "ten"), task, "dev")
+    bf16 = feature_precision(smoke_ws) == "bfloat16"  # the reference runs in the precision the features ran in
 
     def pooled(path, stats):
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             hidden = model(model_input(load_audio(path), stats, 10)[None]).hidden_states
-        return torch.stack(hidden, 2)[0].mean(0).numpy()  # (L, D): the mean over frames of every layer
+        return torch.stack([h.float() for h in hidden], 2)[0].mean(0).numpy()  # (L, D): every layer's frame mean
 
     for i, path in enumerate(task.splits["dev"].paths[:3]):
         np.testing.assert_allclose(got[i][0].astype(np.float32), pooled(path, own), atol=2e-2, rtol=0)

@@ -284,3 +284,18 @@ def test_an_exit_outside_the_model_is_refused_by_name(n_layers):
     model = MelHuBERT(preset("smoke")).with_exits()
     with pytest.raises(ValueError, match=rf"n_layers={n_layers}: the model has 2 layers, choose an exit in 0..2"):
         model(torch.randn(1, 10, 80), n_layers=n_layers)
+
+
+def test_the_positional_convolution_ignores_bfloat16_autocast():
+    """oneDNN's bfloat16 grouped convolution gave wrong values for 8 channels per group (the smoke model's) on an AMX
+    CPU: under autocast the convolution runs in float32, exactly as outside it."""
+    torch.manual_seed(0)
+    model = MelHuBERT(preset("smoke")).eval()
+    assert model.config.d_model // model.config.pos_conv_groups == 8
+    x = torch.randn(2, 40, model.config.d_model).bfloat16()
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model.pos_conv(x)
+        expected = model.pos_conv(x.float())
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

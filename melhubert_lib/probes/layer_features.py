@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .. import model as model_module
 from ..data import representations
@@ -25,6 +26,7 @@ from ..data.representations import stacked_hidden_states
 from ..data.tasks import TASKS, TaskData
 from ..data.workspace import Workspace, clip_inputs, frames_version, model_inputs
 from ..model import MelHuBERT
+from ..training.pretrain import resolve_precision
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,13 @@ class FeatureSource:
         """The model's frame rate (None: the scale's)."""
         return self.model.config.frame_ms if self.model is not None else None
 
-    def layers(self, inputs: FrameStore) -> FrameStore:
-        """Per-utterance (T, n_layers, D) float16 features of model inputs."""
+    def layers(self, inputs: FrameStore, precision: str = "float32") -> FrameStore:
+        """Per-utterance (T, n_layers, D) float16 features of model inputs; a model runs in `precision` ("float32" or
+        "bfloat16")."""
         if self.model is None:
             feats = stack_context(inputs, self.context) if self.context else inputs
             return feats.map(lambda f: f[:, None, :].astype(np.float16))
-        return stacked_hidden_states(self.model, inputs, dtype=np.float16)
+        return stacked_hidden_states(self.model, inputs, dtype=np.float16, precision=precision)
 
 
 def stack_context(store: FrameStore, width: int) -> FrameStore:
@@ -93,16 +96,25 @@ def task_features(ws: Workspace, source: FeatureSource, task: TaskData, split: s
     path = layers_dir(ws, source) / f"{name}-{'pooled' if pooled else 'frames'}.frames"
 
     def build() -> FrameStore:
-        feats = source.layers(split_inputs(ws, task, split, source.input_stats, source.frame_ms))
+        feats = source.layers(split_inputs(ws, task, split, source.input_stats, source.frame_ms),
+                              feature_precision(ws))
         return mean_pool(feats) if pooled else feats
 
     return cached(Path(path), build)
 
 
 def layers_dir(ws: Workspace, source: FeatureSource) -> Path:
-    """The cache folder of a source's layers: its content key, the frames it reads and the code that computes them."""
+    """The cache folder of a source's layers: its content key, the frames it reads, the precision of the upstream's
+    pass and the code that computes them."""
     code = code_version(__name__, representations, model_module)
-    return ws.cache / "layers" / f"{source.key}-{fingerprint(frames_version(ws), code)}"
+    precision = feature_precision(ws) if source.model is not None else "float32"
+    return ws.cache / "layers" / f"{source.key}-{fingerprint(frames_version(ws), precision, code)}"
+
+
+def feature_precision(ws: Workspace) -> str:
+    """The precision the upstream's pass for the probes runs in on this CPU: the scale's `DownstreamScale.precision`,
+    "auto" resolved to bfloat16 where the CPU multiplies it natively."""
+    return resolve_precision(ws.scale.downstream.precision, torch.device("cpu"))
 
 
 def split_inputs(ws: Workspace, task: TaskData, split: str, stats: FeatureStats | None = None,

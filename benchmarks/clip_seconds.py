@@ -21,7 +21,13 @@ from melhubert_lib.data.tasks import SPLITS, get_task, load_task
 from melhubert_lib.data.workspace import Workspace, open_workspace
 from melhubert_lib.model import MelHuBERT
 from melhubert_lib.probes.bootstrap import paired_rate_difference, rate_interval
-from melhubert_lib.probes.layer_features import FeatureSource, logmel_source, model_source, split_inputs
+from melhubert_lib.probes.layer_features import (
+    FeatureSource,
+    feature_precision,
+    logmel_source,
+    model_source,
+    split_inputs,
+)
 from melhubert_lib.probes.superb import evaluate_source, seed_errors
 from melhubert_lib.training import baseline
 
@@ -67,7 +73,8 @@ def main() -> None:
         for name, source in sources.items():
             start = time.perf_counter()  # the clips' inputs and the upstream's pass, uncached
             for split in SPLITS:
-                source.layers(split_inputs(clipped, task, split, source.input_stats, source.frame_ms))
+                source.layers(split_inputs(clipped, task, split, source.input_stats, source.frame_ms),
+                              feature_precision(clipped))
             seconds_up = time.perf_counter() - start
             upstream += seconds_up
             errors[name] = seed_errors(evaluate_source(clipped, source, [task]), metric)

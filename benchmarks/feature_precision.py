@@ -24,7 +24,7 @@ from melhubert_lib.probes.layer_features import FeatureSource, mean_pool, model_
 from melhubert_lib.probes.superb import SPLITS, train_probes
 from melhubert_lib.training import baseline
 
-PRECISIONS = ("float32", "bfloat16")
+COMPARED = ("float32", "bfloat16")
 
 
 def main() -> None:
@@ -41,28 +41,28 @@ def main() -> None:
     model = MelHuBERT.from_pretrained(args.checkpoint or baseline.pretrain_baseline(ws).model_dir).eval()
     source: FeatureSource = model_source(model, "benchmark")
     print(f"torch threads: {torch.get_num_threads()}")
-    totals = dict.fromkeys(PRECISIONS, 0.0)
+    totals = dict.fromkeys(COMPARED, 0.0)
     for name in args.tasks.split(","):
         task = load_task(ws, name)
-        feats: dict[str, dict] = {p: {} for p in PRECISIONS}
+        feats: dict[str, dict] = {p: {} for p in COMPARED}
         for split in SPLITS:
             inputs = split_inputs(ws, task, split, source.input_stats, source.frame_ms)
             seconds, stores = {}, {}
-            for precision in PRECISIONS:
+            for precision in COMPARED:
                 start = time.perf_counter()
                 stores[precision] = stacked_hidden_states(model, inputs, dtype=np.float16, precision=precision)
                 seconds[precision] = time.perf_counter() - start
                 totals[precision] += seconds[precision]
                 store = stores[precision]
                 feats[precision][split] = mean_pool(store) if task.spec.kind == "utterance" else store
-            full, half = (stores[p].data.astype(np.float32) for p in PRECISIONS)
+            full, half = (stores[p].data.astype(np.float32) for p in COMPARED)
             relative = np.abs(half - full).mean(axis=(0, 2)) / np.abs(full).mean(axis=(0, 2))
             hours = inputs.offsets[-1] * model.config.frame_ms / 3.6e6
             print(f"{name} {split}: {hours:.2f} h, float32 {seconds['float32']:.1f} s, bfloat16 "
                   f"{seconds['bfloat16']:.1f} s; bfloat16 off by {', '.join(f'{r:.4f}' for r in relative)} "
                   "of the mean magnitude (layers 0 up)")
         if args.probes:
-            for precision in PRECISIONS:
+            for precision in COMPARED:
                 for r in train_probes(source.name, task, feats[precision], ws.scale.downstream,
                                       ws.scale.downstream.seeds):
                     print(f"{precision}: {name} seed {r.seed} {r.metric} test {r.test[r.metric]:.4f}")

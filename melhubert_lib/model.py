@@ -384,9 +384,11 @@ def make_layer(index: int, cfg: MelHuBERTConfig) -> nn.Module:
 class PositionalConv(nn.Module):
     """Convolutional relative positional embedding (weight-normed grouped Conv1d, same padding, GELU).
 
-    It always runs in float32, also under bfloat16 autocast: oneDNN's bfloat16 grouped convolution returned wrong
-    values (errors of 60-80 % of the output) for 8 or 12 channels per group on an AMX CPU (the smoke model has 8),
-    and the convolution is a few percent of the model's MACs.
+    It always runs in the model's own dtype (float32), also under bfloat16 autocast: oneDNN's bfloat16 grouped
+    convolution returned wrong values (errors of 60-80 % of the output) for 8 or 12 channels per group on an AMX CPU
+    (the smoke models have 8), and the convolution is a few percent of the model's MACs. Its float32 output makes the
+    residual sum after it float32, so under autocast the residual stream and the layer norms stay float32 while the
+    matrix products run in bfloat16.
     """
 
     def __init__(self, cfg: MelHuBERTConfig) -> None:
@@ -398,7 +400,7 @@ class PositionalConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            y = self.conv(x.float().transpose(1, 2))
+            y = self.conv(x.to(self.conv.bias.dtype).transpose(1, 2))
         if self.trim:
             y = y[..., : -self.trim]
         return F.gelu(y).transpose(1, 2)

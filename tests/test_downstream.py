@@ -17,7 +17,7 @@ from s3prl.nn import Featurizer, S3PRLUpstream
 from melhubert_lib.data.corpus import KEYWORDS, PHONES, SILENCE_LABEL, UNKNOWN_LABEL, CorpusError
 from melhubert_lib.data.features import FeatureStats, model_input
 from melhubert_lib.data.frames import FrameStore
-from melhubert_lib.data.representations import hidden_states
+from melhubert_lib.data.representations import hidden_states, stacked_hidden_states
 from melhubert_lib.data.results import append_rows
 from melhubert_lib.data.tasks import TaskData, TaskSpec, TaskSplit, get_task, load_task
 from melhubert_lib.data.workspace import Workspace, model_inputs, split_utterances
@@ -111,14 +111,36 @@ def test_the_probes_features_run_in_the_scales_precision_and_are_keyed_on_it(smo
     assert np.abs(got - expected).mean() < 10 * 2.0**-8 * np.abs(expected).mean()
     with pytest.raises(ValueError, match="resolve 'auto'"):
         source.layers(model_inputs(smoke_ws, "dev-clean"), "auto")
+    with pytest.raises(ValueError, match="resolve 'auto'"):
+        stacked_hidden_states(model, model_inputs(smoke_ws, "dev-clean"), precision="auto")
     with pytest.raises(ValueError, match="DownstreamScale.precision"):
         DownstreamScale(precision="half")
+
+
+def test_stacked_hidden_states_are_each_utterances_own_frames_of_the_chosen_layers():
+    """Whole utterances of different lengths batched with padding, layers asked in any order: each utterance's rows
+    are its own hidden states computed alone (float32: to float32 rounding; under bfloat16 autocast: within ten
+    bfloat16 roundings of the mean magnitude)."""
+    torch.manual_seed(0)
+    model = MelHuBERT(preset("smoke")).eval()
+    rng = np.random.default_rng(0)
+    utts = [rng.standard_normal((n, model.config.input_dim)).astype(np.float32) for n in (37, 80, 5, 61)]
+    store = FrameStore(np.concatenate(utts), np.cumsum([0] + [len(u) for u in utts]), ["a", "b", "c", "d"])
+    full = stacked_hidden_states(model, store, layers=[2, 0])
+    half = stacked_hidden_states(model, store, layers=[2, 0], precision="bfloat16")
+    assert full.data.shape == half.data.shape == (sum(map(len, utts)), 2, model.config.d_model)
+    for i, utt in enumerate(utts):
+        with torch.no_grad():
+            hidden = model(torch.from_numpy(utt)[None]).hidden_states
+        own = torch.stack([hidden[2][0], hidden[0][0]], 1).numpy()
+        np.testing.assert_allclose(full[i], own, rtol=1e-4, atol=1e-5)
+        assert np.abs(half[i] - own).mean() < 10 * 2.0**-8 * np.abs(own).mean()
 
 
 def test_model_source_gives_its_hidden_states_and_is_keyed_by_its_weights(smoke_ws):
     model = baseline.untrained_model(smoke_ws)
     inputs = model_inputs(smoke_ws, "dev-clean")
-    layers = model_source(model, "untrained").layers(inputs)
+    layers = model_source(model, "untrained").layers(inputs, "float32")
     reference = hidden_states(model, inputs)
     assert layers.data.shape[1:] == (model.config.depth + 1, model.config.d_model)
     for layer, store in reference.items():

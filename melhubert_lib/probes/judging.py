@@ -58,8 +58,8 @@ def evaluate(ws: Workspace, candidates: list[Candidate], tasks: list[TaskData],
     """Probe every candidate on every task, measure its cost, and merge the rows into the results files.
 
     With `reuse`, a candidate whose rows for a task and every seed are already on file under the same judging key
-    (same weights and name, same probe settings, frames and code: `judging_key`) is not trained again: its stored
-    rows are returned.
+    (same weights and name, same probe settings, frames, feature precision and code: `judging_key`) is not trained
+    again: its stored rows are returned.
     """
     seeds = tuple(seeds if seeds is not None else ws.scale.downstream.seeds)
     done_scores, done_weights = _stored(ws) if reuse else (pd.DataFrame(), pd.DataFrame())
@@ -166,9 +166,10 @@ def _stored(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def judging_key(ws: Workspace, source: FeatureSource, task: str) -> str:
-    """What a source's stored scores on `task` were computed from: its content key and the cache of its layers (frames
-    and the code that computes them), that task's probe settings (not the seeds: each row carries its own; not the
-    other tasks': tuning one task's probe re-judges that task only) and the probing code."""
+    """What a source's stored scores on `task` were computed from: its content key and the cache of its layers (frames,
+    the precision of the model's pass and the code that computes them), that task's probe settings (not the seeds:
+    each row carries its own; not the other tasks': tuning one task's probe re-judges that task only) and the probing
+    code."""
     code = code_version(__name__, superb, stacked_probes, tasks_module, "melhubert_lib.data.corpus.lexicon")
     settings = ws.scale.downstream
     recipe = {"task": task, "epochs": settings.epochs[task], "lr": settings.learning_rates[task],

@@ -3,9 +3,10 @@
 A `FeatureSource` is a checkpoint (all hidden states: the input projection and every layer) or a
 floor (the log-Mel input alone, or with neighbouring frames stacked). Its layers are computed once
 per split and stored in float16 under `cache/layers/<source key>-<fingerprint>/` (`layers_dir`: the
-frames read and the code that computes the layers), so training probes for any task and seed never
-re-runs the upstream. Utterance-level tasks store the per-layer mean over frames
-only: mean pooling commutes with the Featurizer's weighted sum, so the pooled cache is exact.
+frames read, the precision of the model's pass, `DownstreamScale.precision`, and the code that computes the
+layers), so training probes for any task and seed never re-runs the upstream. Utterance-level tasks store the
+per-layer mean over frames only: mean pooling commutes with the Featurizer's weighted sum, so the pooled cache is
+exact.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class FeatureSource:
         """The model's frame rate (None: the scale's)."""
         return self.model.config.frame_ms if self.model is not None else None
 
-    def layers(self, inputs: FrameStore, precision: str = "float32") -> FrameStore:
+    def layers(self, inputs: FrameStore, precision: str) -> FrameStore:
         """Per-utterance (T, n_layers, D) float16 features of model inputs; a model runs in `precision` ("float32" or
         "bfloat16")."""
         if self.model is None:

@@ -109,7 +109,8 @@ def evaluate_source(ws: Workspace, source: FeatureSource, tasks: list[TaskData],
     """Train and score a probe per task and seed on `source`'s cached layers (all seeds of a task in one pass).
 
     `layer`: the probes read that one hidden state (0 = the encoder input) instead of the Featurizer's weighted sum
-    over all of them."""
+    over all of them. The cached layers follow the workspace's scale (its clip lengths and feature precision, which
+    key the cache), not `settings`."""
     settings = settings or ws.scale.downstream
     if settings.clip_seconds != ws.scale.downstream.clip_seconds:
         raise ValueError(f"settings.clip_seconds={settings.clip_seconds}: the clips' length is read from the "

@@ -4,7 +4,9 @@ each layer's importance as the rise of that loss when the layer is skipped.
 The paper scores heads by weights or by the self-supervised loss only. Here a probe trained on the
 upstream's cached hidden states (`superb.train_probe`) is applied to fresh hidden states of the same
 upstream, with gradients, over the task's training split; each head's score is |<context, dL/dcontext>|
-summed over frames. Utterance tasks mean-pool each layer over the valid frames first, as the cache does.
+summed over frames. Utterance tasks mean-pool each layer over the valid frames first, as the cache does. The live
+pass runs in float32, where the cache may have been computed under bfloat16 autocast (`DownstreamScale.precision`):
+the two differ by bfloat16's rounding.
 """
 
 from __future__ import annotations

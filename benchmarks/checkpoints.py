@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
+
+from melhubert_lib.data.workspace import Workspace
+from melhubert_lib.model import MelHuBERT
+from melhubert_lib.training import baseline
+
+
+def add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a benchmark that measures one checkpoint on some tasks: --scale, --work-dir, --checkpoint and
+    --tasks."""
+    parser.add_argument("--scale", default="default")
+    parser.add_argument("--work-dir", default="work")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the scale's baseline)")
+    parser.add_argument("--tasks", default="PR,SID,KS")
+
+
+def chosen_checkpoint(ws: Workspace, args: argparse.Namespace) -> MelHuBERT:
+    """The checkpoint `--checkpoint` names, or the scale's pretrained baseline (trained first if it is not yet)."""
+    return MelHuBERT.from_pretrained(args.checkpoint or baseline.pretrain_baseline(ws).model_dir)
 
 
 def level_records(run_dir: Path) -> list[dict]:

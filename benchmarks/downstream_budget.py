@@ -14,30 +14,25 @@ import shutil
 import time
 
 import torch
+from checkpoints import add_checkpoint_options, chosen_checkpoint
 
 from melhubert_lib.data.tasks import load_task
 from melhubert_lib.data.workspace import open_workspace
-from melhubert_lib.model import MelHuBERT
 from melhubert_lib.probes.layer_features import layers_dir, model_source
 from melhubert_lib.probes.superb import evaluate_source
-from melhubert_lib.training import baseline
 
 
 def main() -> None:
     """Print per-task scores and probe times for one seed and for several, cold, and their ratio."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", default="default")
-    parser.add_argument("--work-dir", default="work")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the scale's baseline)")
-    parser.add_argument("--tasks", default="PR,SID,KS")
+    add_checkpoint_options(parser)
     parser.add_argument("--seeds", default="0,1,2", help="the probe seeds of the several-seed run")
     args = parser.parse_args()
     several = tuple(int(s) for s in args.seeds.split(","))
     if len(several) < 2:
         parser.error(f"--seeds {args.seeds}: give at least two seeds to compare with one")
     ws = open_workspace(args.scale, args.work_dir)
-    ckpt = args.checkpoint or baseline.pretrain_baseline(ws).model_dir
-    source = model_source(MelHuBERT.from_pretrained(ckpt), "benchmark")
+    source = model_source(chosen_checkpoint(ws, args), "benchmark")
     tasks = [load_task(ws, name) for name in args.tasks.split(",")]
     print(f"torch threads: {torch.get_num_threads()}")
     times = {}

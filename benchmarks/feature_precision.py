@@ -15,14 +15,13 @@ import time
 
 import numpy as np
 import torch
+from checkpoints import add_checkpoint_options, chosen_checkpoint
 
 from melhubert_lib.data.representations import stacked_hidden_states
 from melhubert_lib.data.tasks import load_task
 from melhubert_lib.data.workspace import open_workspace
-from melhubert_lib.model import MelHuBERT
 from melhubert_lib.probes.layer_features import FeatureSource, mean_pool, model_source, split_inputs
 from melhubert_lib.probes.superb import SPLITS, train_probes
-from melhubert_lib.training import baseline
 
 COMPARED = ("float32", "bfloat16")
 
@@ -31,14 +30,11 @@ def main() -> None:
     """Print per-split pass times in both precisions, their ratio, the features' relative difference and, with
     --probes, the test scores of probes trained on each."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", default="default")
-    parser.add_argument("--work-dir", default="work")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the scale's baseline)")
-    parser.add_argument("--tasks", default="PR,SID,KS")
+    add_checkpoint_options(parser)
     parser.add_argument("--probes", action="store_true", help="also train the probes on both feature sets")
     args = parser.parse_args()
     ws = open_workspace(args.scale, args.work_dir)
-    model = MelHuBERT.from_pretrained(args.checkpoint or baseline.pretrain_baseline(ws).model_dir).eval()
+    model = chosen_checkpoint(ws, args).eval()
     source: FeatureSource = model_source(model, "benchmark")
     print(f"torch threads: {torch.get_num_threads()}")
     totals = dict.fromkeys(COMPARED, 0.0)

@@ -268,7 +268,7 @@ SCALES: dict[str, Scale] = {
         # PR: 20 epochs at 5e-2 (benchmarks/pr_probe_stability.py: at 10 epochs 12 of 40 probe seeds stayed on
         # CTC's plateau and ended about 15 PER points above the others; at 20 epochs none of 40 did);
         # 3 seeds: intervals hold probe noise too; the upstream's pass under bfloat16 autocast where the CPU has it
-        # natively (1.9x faster on an AMX CPU, features within 0.6 % of float32's: docs/benchmarks.md)
+        # natively (1.6x faster on an AMX CPU, features within 0.4 % of float32's: docs/benchmarks.md)
         downstream=DownstreamScale(epochs={"PR": 20, "SID": 40, "KS": 40, "ASR": 10, "PC": 20},
                                    learning_rates={"PR": 5e-2, "ASR": 6e-3, "SID": 5e-3, "KS": 5e-3, "PC": 2e-3},
                                    seeds=(0, 1, 2), precision="auto"),

@@ -299,3 +299,24 @@ def test_the_positional_convolution_ignores_bfloat16_autocast():
         expected = model.pos_conv(x.float())
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_training_under_bfloat16_autocast_computes_the_inference_passs_attention():
+    """On a CPU under autocast with gradients recorded, attention is the explicit softmax product instead of fused
+    SDPA: it gives the same hidden states as the no-gradient pass (within ten bfloat16 roundings of the mean
+    magnitude, both against float32), padding included, and its gradients reach the projections."""
+    torch.manual_seed(0)
+    model = MelHuBERT(preset("smoke")).train()
+    x, lengths = torch.randn(3, 40, 80), torch.tensor([40, 23, 31])
+    with torch.no_grad():
+        full = model(x, lengths).hidden_states[-1]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        inferred = model(x, lengths).hidden_states[-1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # its own region: autocast caches the no-gradient weight casts
+        trained = model(x, lengths).hidden_states[-1]
+    real = torch.arange(40)[None] < lengths[:, None]
+    for half in (inferred, trained):
+        assert (half.float() - full)[real].abs().mean() < 10 * 2.0**-8 * full[real].abs().mean()
+    (trained.float() * torch.randn(trained.shape))[real].sum().backward()
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for layer in model.layers
+               for p in (layer.attention.q_proj.weight, layer.attention.k_proj.weight))

@@ -141,8 +141,10 @@ def train_probes(source: str, task: TaskData, feats: dict[str, FrameStore], sett
     """Train one probe per seed in a single pass over the data; each selects its own epoch on dev.
 
     The seeds differ in their probes' initialisation; they share the batches (shuffled by `order_seed`, default the
-    first seed) and each batch is read and standardised once for all of them. A seed's probe is computed exactly as
-    it would be alone with the same batch order: the seeds share no parameter, optimiser or gradient clipping.
+    first seed) and each batch is read and standardised once for all of them. A seed's probe is computed as it would
+    be alone with the same batch order, up to the rounding of the stacked matrix products: the seeds share no
+    parameter, optimiser or gradient clipping, but a long training can amplify those last bits into scores a few
+    tenths of a point apart.
     """
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds={seeds!r}: give one or more distinct probe seeds (DownstreamScale.seeds)")

@@ -301,10 +301,15 @@ def test_the_positional_convolution_ignores_bfloat16_autocast():
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
-def test_training_under_bfloat16_autocast_computes_the_inference_passs_attention():
+def test_training_under_bfloat16_autocast_computes_the_inference_passs_attention(monkeypatch):
     """On a CPU under autocast with gradients recorded, attention is the explicit softmax product instead of fused
-    SDPA: it gives the same hidden states as the no-gradient pass (within ten bfloat16 roundings of the mean
-    magnitude, both against float32), padding included, and its gradients reach the projections."""
+    SDPA (which the no-gradient passes still call): it gives the same hidden states as the no-gradient pass (within
+    ten bfloat16 roundings of the mean magnitude, both against float32), padding included, and its gradients reach
+    the projections."""
+    fused_calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *args, **kwargs: fused_calls.append(1) or sdpa(*args, **kwargs))
     torch.manual_seed(0)
     model = MelHuBERT(preset("smoke")).train()
     x, lengths = torch.randn(3, 40, 80), torch.tensor([40, 23, 31])
@@ -312,8 +317,10 @@ def test_training_under_bfloat16_autocast_computes_the_inference_passs_attention
         full = model(x, lengths).hidden_states[-1]
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         inferred = model(x, lengths).hidden_states[-1]
+    assert len(fused_calls) == 2 * model.config.depth
     with torch.autocast("cpu", dtype=torch.bfloat16):  # its own region: autocast caches the no-gradient weight casts
         trained = model(x, lengths).hidden_states[-1]
+    assert len(fused_calls) == 2 * model.config.depth  # the training pass called no fused kernel
     real = torch.arange(40)[None] < lengths[:, None]
     for half in (inferred, trained):
         assert (half.float() - full)[real].abs().mean() < 10 * 2.0**-8 * full[real].abs().mean()

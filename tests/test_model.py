@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from melhubert_lib.data.features import FeatureStats
 from melhubert_lib.model import LowRankLinear, MelHuBERT, compute_span_mask, preset
@@ -299,6 +300,24 @@ def test_the_positional_convolution_ignores_bfloat16_autocast():
         expected = model.pos_conv(x.float())
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kernel", [8, 7])
+def test_the_positional_convolution_computes_its_conv1d(kernel):
+    """The channels-last 2-D convolution gives the Conv1d of the same weights on the (B, D, T) frames (same padding,
+    the extra frame of an even kernel trimmed), and the same gradients, up to float32 rounding."""
+    torch.manual_seed(0)
+    pos = MelHuBERT(dataclasses.replace(preset("smoke"), pos_conv_kernel=kernel)).pos_conv
+    x = torch.randn(3, 21, pos.conv.in_channels, requires_grad=True)
+    y = pos(x)
+    plain = pos.conv(x.transpose(1, 2))
+    expected = F.gelu(plain[..., : plain.shape[-1] - pos.trim]).transpose(1, 2)
+    assert y.shape == x.shape
+    torch.testing.assert_close(y, expected)
+    weight = pos.conv.parametrizations.weight.original1
+    for got, want in zip(torch.autograd.grad(y.square().sum(), [x, weight]),
+                         torch.autograd.grad(expected.square().sum(), [x, weight]), strict=True):
+        torch.testing.assert_close(got, want)
 
 
 def test_training_under_bfloat16_autocast_computes_the_inference_passs_attention(monkeypatch):

@@ -1,19 +1,19 @@
-"""Measured CPU speed of compressed checkpoints against the baseline, in this one process.
+"""Measured CPU speed of compressed checkpoints against the baseline, timed in pairs.
 
 For each structured method (head pruning, FFN shrink, truncated SVD, distillation, first-N layers, layer
 pruning, the anytime model's shallowest exit, the combined recipe)
-it takes the strongest level of the default-scale runs, measures the real-time factor (batch 1, 10 s
-of audio, 1 thread, median of repeated runs, each model in a fresh process with a caching allocator as
-in `efficiency.process_speed`) of it and of the baseline, timed back to back in several rounds (the speed-up is the
-median of the rounds' ratios, so a drift of the machine between models cancels), and prints the speed-up next
-to the MAC reduction (goal: speed-up >= 0.8 x MAC ratio). It also splits each pass (torch.profiler)
+it takes the strongest level of the default-scale runs, times it against the baseline with
+`melhubert_lib.paired_speed` (batch 1, 10 s of audio, 1 thread, both models in one fresh process with a caching
+allocator, alternating blocks of passes in several rounds: the speed-up is the median of the rounds' ratios, so a
+drift of the machine between models cancels), and prints the speed-up next to the MAC reduction (goal: speed-up
+>= 0.8 x MAC ratio). It also splits each pass (torch.profiler)
 into the linear layers' matrix products, whose time should fall with their MACs, and everything else
 (attention kernels, GELU, layer norms, the positional convolution, copies), which only head pruning
 and shallower models reduce; the positional convolution, which every model keeps whole, is also shown
 alone. For weight pruning (the 90 % level and the strongest one) it reports the dense time (masks do not
 speed anything up) and the time with the pruned layers run as sparse CSR products, each against the baseline's first
 timing (one pair, not rounds).
-Usage: python benchmarks/compression_speed.py [--scale default] [--work-dir work] [--rounds 3]
+Usage: python benchmarks/compression_speed.py [--scale default] [--work-dir work] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import os
 import sys
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from checkpoints import level_with_setting, strongest
 from torch.profiler import ProfilerActivity, profile
@@ -32,6 +31,7 @@ from melhubert_lib.compression.weight_pruning import sparsity
 from melhubert_lib.data.workspace import open_workspace
 from melhubert_lib.efficiency import CACHING_MALLOC, count_macs, process_speed
 from melhubert_lib.model import MelHuBERT
+from melhubert_lib.paired_speed import paired_speed
 from melhubert_lib.training import baseline
 
 STRUCTURED = {"head pruning": "heads-l1", "FFN shrink": "ffn-shrink", "SVD, uniform budget": "svd-uniform",
@@ -73,26 +73,12 @@ def profile_pass(model: MelHuBERT, seconds: float = 10.0, passes: int = 5) -> Pa
     return PassProfile(total=share(None), linear=share(LINEAR_OPS), conv=share(CONV_OPS))
 
 
-def paired_speedups(base: MelHuBERT, model: MelHuBERT, rounds: int) -> tuple[list[float], float]:
-    """The baseline's RTF over the model's in `rounds` back-to-back pairs, alternating which runs first (a drift of the
-    machine between two models' measurements then cancels), and the model's median RTF."""
-    speedups, rtfs = [], []
-    for r in range(rounds):
-        pair = (("base", base), ("model", model))
-        timed = {}
-        for name, m in pair if r % 2 == 0 else pair[::-1]:  # whatever the first of a pair suffers hits both alike
-            timed[name] = process_speed(m, min_run_time=2.0).rtf
-        rtfs.append(timed["model"])
-        speedups.append(timed["base"] / timed["model"])
-    return speedups, float(np.median(rtfs))
-
-
 def main() -> None:
     """Print one line per method: RTF, speed-up, MAC ratio and their quotient."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", default="default")
     parser.add_argument("--work-dir", default="work")
-    parser.add_argument("--rounds", type=int, default=3, help="baseline-then-model timing pairs per method")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating timing rounds per method")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: time at least one pair")
@@ -112,8 +98,8 @@ def main() -> None:
             print(f"{name}: no run found (run its notebook first)")
             continue
         model = MelHuBERT.from_pretrained(path).eval()
-        speedups, rtf = paired_speedups(base, model, args.rounds)
-        speedup = float(np.median(speedups))
+        pair = paired_speed(model, base, rounds=args.rounds)
+        speedups, rtf, speedup = pair.ratios, pair.model_rtf, pair.speedup
         count = count_macs(model)
         mac_ratio = base_macs / count.total
         verdict = "meets" if speedup >= 0.8 * mac_ratio else "below"

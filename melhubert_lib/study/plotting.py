@@ -1,4 +1,4 @@
-"""One figure style for the whole suite, and atomic saving of every figure as PNG and PDF."""
+"""One figure style for the whole suite, and atomic saving of every figure as PNG and PDF and of its tidy table."""
 
 from __future__ import annotations
 
@@ -46,11 +46,16 @@ def save_figure(fig: plt.Figure, name: str, figures_dir: str | os.PathLike,
             fig.savefig(tmp, format=ext)
         written.append(path)
     if data is not None:
-        path = Path(figures_dir) / "data" / f"{name}.csv"
-        with atomic_path(path) as tmp:
-            data.to_csv(tmp, index=False, float_format="%.6g")
-        written.append(path)
+        written.append(save_table(data, name, figures_dir))
     return written
+
+
+def save_table(data: pd.DataFrame, name: str, figures_dir: str | os.PathLike) -> Path:
+    """Write a tidy results table as `figures_dir/data/name.csv` atomically (beside the figures); return its path."""
+    path = Path(figures_dir) / "data" / f"{name}.csv"
+    with atomic_path(path) as tmp:
+        data.to_csv(tmp, index=False, float_format="%.6g")
+    return path
 
 
 def plot_ssl_levels(ax: plt.Axes, table: pd.DataFrame, x: str, label: str, colour: str, marker: str = "o") -> None:

@@ -1,0 +1,92 @@
+"""Paired CPU timing: is one checkpoint faster than another, with the drift of a shared machine cancelled?
+
+`efficiency.measure` times each checkpoint once, in its own process, whenever a run writes it; on a shared machine
+two such timings taken minutes apart drift apart (in one committed run every level of one model came out up to 3 %
+slower than models of the same shape). Here both models run in one fresh process (the caching allocator of
+`efficiency.process_speed`) in alternating blocks of passes, so that a drift hits both alike: each round times one
+block of each, in alternating order, and gives one ratio. The verdict is a sign test over the rounds: "faster" only
+where every round has the model faster (with 7 rounds, a two-sided p of 2 x 0.5^7 = 0.016 under no difference).
+Own code rather than `torch.utils.benchmark.Compare`, which tabulates timings but neither pairs nor tests them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils import benchmark
+
+from .efficiency import CACHING_MALLOC
+from .model import MelHuBERT
+
+
+@dataclass
+class PairedSpeed:
+    """How much faster `model` ran than `reference`, round by round (reference time / model time; > 1: faster)."""
+
+    ratios: list[float]  # one per round
+    model_rtf: float  # median over rounds of the model's median seconds per second of audio
+    reference_rtf: float
+
+    @property
+    def speedup(self) -> float:
+        """The median of the rounds' ratios."""
+        return float(np.median(self.ratios))
+
+    @property
+    def verdict(self) -> str:
+        """"faster" or "slower" where every round agrees (a sign test over the rounds), else "indistinguishable"."""
+        if min(self.ratios) > 1.0:
+            return "faster"
+        if max(self.ratios) < 1.0:
+            return "slower"
+        return "indistinguishable"
+
+
+def paired_speed(model: MelHuBERT, reference: MelHuBERT, seconds: float = 10.0, threads: int = 1, rounds: int = 7,
+                 block_time: float = 0.3) -> PairedSpeed:
+    """Time `model` against `reference` in one fresh process: batch 1, `seconds` of random input, `threads` threads,
+    `rounds` rounds of one block (at least `block_time` seconds of passes) per model, alternating which runs first."""
+    if rounds < 1 or block_time <= 0:
+        raise ValueError(f"rounds={rounds}, block_time={block_time}: time at least one round of a positive length")
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = [model.save_pretrained(Path(tmp) / "model"), reference.save_pretrained(Path(tmp) / "reference")]
+        command = [sys.executable, "-m", __name__, *map(str, dirs), str(seconds), str(threads), str(rounds),
+                   str(block_time)]
+        out = subprocess.run(command, capture_output=True, text=True, check=False,
+                             env={**os.environ, **CACHING_MALLOC})
+    if out.returncode != 0:
+        raise RuntimeError(f"paired speed probe failed: {out.stderr.strip()[-2000:]}")
+    return PairedSpeed(**json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@torch.no_grad()
+def _paired_probe(model_dir: str, reference_dir: str, seconds: float, threads: int, rounds: int,
+                  block_time: float) -> None:
+    """Body of the fresh process: load both, warm both up, time alternating blocks; print PairedSpeed as JSON."""
+    torch.set_num_threads(threads)
+    models = [MelHuBERT.from_pretrained(d).eval() for d in (model_dir, reference_dir)]
+    frames = int(round(seconds * 1000 / models[0].config.frame_ms))
+    x = torch.randn(1, frames, models[0].config.input_dim)
+    timers = [benchmark.Timer("m(x)", globals={"m": m, "x": x}, num_threads=threads) for m in models]
+    for timer in timers:
+        timer.timeit(2)  # warm-up
+    medians: list[list[float]] = [[], []]
+    for r in range(rounds):
+        for i in (0, 1) if r % 2 == 0 else (1, 0):
+            medians[i].append(timers[i].blocked_autorange(min_run_time=block_time).median / seconds)
+    speed = PairedSpeed(ratios=[ref / mod for mod, ref in zip(*medians, strict=True)],
+                        model_rtf=float(np.median(medians[0])), reference_rtf=float(np.median(medians[1])))
+    print(json.dumps(asdict(speed)))
+
+
+if __name__ == "__main__":
+    _paired_probe(sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
+                  float(sys.argv[6]))

@@ -105,8 +105,9 @@ def main() -> None:
         verdict = "meets" if speedup >= 0.8 * mac_ratio else "below"
         prof = profile_pass(model)
         rest, base_rest = prof.total - prof.linear, base_pass.total - base_pass.linear
-        print(f"{name:20s} RTF {rtf:.4f}  speed-up {speedup:.2f}x (rounds {min(speedups):.2f}-{max(speedups):.2f})  "
-              f"MAC ratio {mac_ratio:.2f}x  speed-up / MAC ratio {speedup / mac_ratio:.2f} ({verdict} 0.8)\n"
+        print(f"{name:20s} RTF {rtf:.4f}  speed-up {speedup:.2f}x (rounds {min(speedups):.2f}-{max(speedups):.2f}, "
+              f"{pair.verdict})  MAC ratio {mac_ratio:.2f}x  speed-up / MAC ratio {speedup / mac_ratio:.2f} "
+              f"({verdict} 0.8)\n"
               f"{'':20s} linear layers: {base_pass.linear / prof.linear:.2f}x faster for "
               f"{base_count.linear_and_conv / count.linear_and_conv:.2f}x fewer linear+conv MACs; "
               f"the rest: {base_rest * 1e3:.1f} -> {rest * 1e3:.1f} ms per pass ({rest / prof.total:.0%} of the "

@@ -66,8 +66,8 @@ def lever_scale(args: argparse.Namespace) -> Scale:
                                model_preset=preset, downstream=downstream)
 
 
-def main() -> None:
-    """Measure one lever and print its row."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of a lever (its defaults are the scale's own settings)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--label", required=True, help="the lever's name in the output")
     parser.add_argument("--scale", default="default")
@@ -87,6 +87,12 @@ def main() -> None:
     parser.add_argument("--probe-schedule", default=None, choices=LR_SCHEDULES, help="probes' learning-rate schedule")
     parser.add_argument("--seeds", default="0,1,2", help="probe seeds (default 0,1,2)")
     parser.add_argument("--tasks", default="PR,SID,KS", help="tasks of the margins over the floors ('' for none)")
+    return parser
+
+
+def main() -> None:
+    """Measure one lever and print its row."""
+    parser = build_parser()
     args = parser.parse_args()
     if args.pc_lr is not None and not args.phone_probe:
         parser.error("--pc-lr sets the frame-level phone probe's rate: add --phone-probe to run that probe")

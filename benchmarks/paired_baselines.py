@@ -4,8 +4,8 @@ The lever rows in the README come from separate workspaces and are compared by p
 checkpoints can be judged on one corpus's tasks (two levers that share a corpus, or two committed runs of the same
 corpus), this script makes the comparison paired: it trains the scale's probes (every probe seed; PR through the
 Featurizer over all layers) on each checkpoint's hidden states and prints each one's error with its 95 % interval
-and the difference of their errors, B minus A (negative: B better), with a paired bootstrap interval over test
-utterances and probe seeds.
+and the difference of their errors, B minus A (negative: B better), with a 95 % bootstrap interval that resamples
+the test utterances jointly for both (paired) and each one's probe seeds independently.
 The workspace whose tasks judge both is the scale's own, or that of a lever row of `<work>/levers.jsonl`.
 Usage: python benchmarks/paired_baselines.py A_MODEL_DIR B_MODEL_DIR [--lever 8h-2400] [--tasks PR,SID,KS]
 """
@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from levers import lever_scale
+from levers import build_parser, lever_scale
 
 from melhubert_lib.data.tasks import TASKS, load_task
 from melhubert_lib.data.workspace import open_workspace
@@ -28,7 +28,8 @@ from melhubert_lib.scales import get_scale
 
 
 def lever_settings(work_dir: str, label: str) -> argparse.Namespace:
-    """The settings a lever row of `<work_dir>/levers.jsonl` was measured with (the last row of that label)."""
+    """The settings a lever row of `<work_dir>/levers.jsonl` was measured with (the last row of that label), over
+    `levers.py`'s defaults for any setting an older row does not record."""
     path = Path(work_dir) / "levers.jsonl"
     if not path.is_file():
         raise SystemExit(f"{path} does not exist: run benchmarks/levers.py --label {label} first")
@@ -36,7 +37,9 @@ def lever_settings(work_dir: str, label: str) -> argparse.Namespace:
     found = [r for r in rows if r["label"] == label]
     if not found:
         raise SystemExit(f"no lever {label!r} in {path}; labels there: {', '.join(sorted({r['label'] for r in rows}))}")
-    return argparse.Namespace(**found[-1]["settings"])
+    settings = build_parser().parse_args(["--label", label])
+    vars(settings).update(found[-1]["settings"])
+    return settings
 
 
 def main() -> None:
@@ -44,9 +47,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("a", help="model directory of checkpoint A (MelHuBERT.save_pretrained)")
     parser.add_argument("b", help="model directory of checkpoint B")
-    parser.add_argument("--scale", default="default")
     parser.add_argument("--work-dir", default="work")
-    parser.add_argument("--lever", default=None, help="judge on the workspace of this lever row instead")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--scale", default="default", help="judge on this scale's own workspace")
+    where.add_argument("--lever", default=None, help="judge on the workspace of this lever row instead")
     parser.add_argument("--tasks", default="PR,SID,KS")
     args = parser.parse_args()
     scale = lever_scale(lever_settings(args.work_dir, args.lever)) if args.lever else get_scale(args.scale)

@@ -4,8 +4,9 @@
 two such timings taken minutes apart drift apart (in one committed run every level of one model came out up to 3 %
 slower than models of the same shape). Here both models run in one fresh process (the caching allocator of
 `efficiency.process_speed`) in alternating blocks of passes, so that a drift hits both alike: each round times one
-block of each, in alternating order, and gives one ratio. The verdict is a sign test over the rounds: "faster" only
-where every round has the model faster (with 7 rounds, a two-sided p of 2 x 0.5^7 = 0.016 under no difference).
+block of each, in alternating order, and gives one ratio. The verdict is a two-sided sign test over the rounds: "faster"
+only where every round has the model faster and that is unlikely under no difference (p = 2 x 0.5^rounds below
+0.05, so at least 6 rounds; with 7, p = 0.016); fewer rounds give no verdict.
 Own code rather than `torch.utils.benchmark.Compare`, which tabulates timings but neither pairs nor tests them.
 """
 
@@ -26,6 +27,8 @@ from torch.utils import benchmark
 from .efficiency import CACHING_MALLOC
 from .model import MelHuBERT
 
+SIGN_TEST_ALPHA = 0.05
+
 
 @dataclass
 class PairedSpeed:
@@ -42,7 +45,10 @@ class PairedSpeed:
 
     @property
     def verdict(self) -> str:
-        """"faster" or "slower" where every round agrees (a sign test over the rounds), else "indistinguishable"."""
+        """"faster" or "slower" where every round agrees and the sign test's two-sided p is below 0.05, else
+        "indistinguishable"."""
+        if 2 * 0.5 ** len(self.ratios) >= SIGN_TEST_ALPHA:  # too few rounds for any verdict
+            return "indistinguishable"
         if min(self.ratios) > 1.0:
             return "faster"
         if max(self.ratios) < 1.0:
@@ -56,6 +62,10 @@ def paired_speed(model: MelHuBERT, reference: MelHuBERT, seconds: float = 10.0, 
     `rounds` rounds of one block (at least `block_time` seconds of passes) per model, alternating which runs first."""
     if rounds < 1 or block_time <= 0:
         raise ValueError(f"rounds={rounds}, block_time={block_time}: time at least one round of a positive length")
+    a, b = model.config, reference.config
+    if (a.frame_ms, a.input_dim) != (b.frame_ms, b.input_dim):
+        raise ValueError(f"the models read different inputs (frame_ms {a.frame_ms} / {b.frame_ms}, input_dim "
+                         f"{a.input_dim} / {b.input_dim}): time models of the same frame rate and features")
     with tempfile.TemporaryDirectory() as tmp:
         dirs = [model.save_pretrained(Path(tmp) / "model"), reference.save_pretrained(Path(tmp) / "reference")]
         command = [sys.executable, "-m", __name__, *map(str, dirs), str(seconds), str(threads), str(rounds),

@@ -140,13 +140,18 @@ def process_speed(model: MelHuBERT, seconds: float = 10.0, threads: int = 1, min
     memory nor its heap history colours the result; `sparse_kernels` runs pruned linear layers as CSR products."""
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
-        command = [sys.executable, "-m", "melhubert_lib.efficiency", tmp, str(seconds), str(threads),
-                   str(min_run_time)] + (["--sparse-kernels"] if sparse_kernels else [])
-        out = subprocess.run(command, capture_output=True, text=True, check=False,
-                             env={**os.environ, **CACHING_MALLOC})
+        args = [tmp, str(seconds), str(threads), str(min_run_time)] + (["--sparse-kernels"] if sparse_kernels else [])
+        return ProcessSpeed(**run_timing_process(__name__, args))
+
+
+def run_timing_process(module: str, args: Sequence[str]) -> dict:
+    """Run `python -m module args` under the caching allocator (`CACHING_MALLOC`) and return the JSON object its
+    last line of output prints; a failure raises with the process's error output."""
+    out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, check=False,
+                         env={**os.environ, **CACHING_MALLOC})
     if out.returncode != 0:
-        raise RuntimeError(f"speed probe failed: {out.stderr.strip()[-2000:]}")
-    return ProcessSpeed(**json.loads(out.stdout.strip().splitlines()[-1]))
+        raise RuntimeError(f"timing process {module} failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def speed_by_length(models: dict[str, MelHuBERT], seconds: Sequence[float], threads: int = 1,

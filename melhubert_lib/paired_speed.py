@@ -13,8 +13,6 @@ Own code rather than `torch.utils.benchmark.Compare`, which tabulates timings bu
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -24,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils import benchmark
 
-from .efficiency import CACHING_MALLOC
+from .efficiency import run_timing_process
 from .model import MelHuBERT
 
 SIGN_TEST_ALPHA = 0.05
@@ -68,13 +66,8 @@ def paired_speed(model: MelHuBERT, reference: MelHuBERT, seconds: float = 10.0, 
                          f"{a.input_dim} / {b.input_dim}): time models of the same frame rate and features")
     with tempfile.TemporaryDirectory() as tmp:
         dirs = [model.save_pretrained(Path(tmp) / "model"), reference.save_pretrained(Path(tmp) / "reference")]
-        command = [sys.executable, "-m", __name__, *map(str, dirs), str(seconds), str(threads), str(rounds),
-                   str(block_time)]
-        out = subprocess.run(command, capture_output=True, text=True, check=False,
-                             env={**os.environ, **CACHING_MALLOC})
-    if out.returncode != 0:
-        raise RuntimeError(f"paired speed probe failed: {out.stderr.strip()[-2000:]}")
-    return PairedSpeed(**json.loads(out.stdout.strip().splitlines()[-1]))
+        args = [*map(str, dirs), str(seconds), str(threads), str(rounds), str(block_time)]
+        return PairedSpeed(**run_timing_process(__name__, args))
 
 
 @torch.no_grad()

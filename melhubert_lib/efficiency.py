@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 from torch import nn
 from torch.utils import benchmark
@@ -152,19 +151,6 @@ def run_timing_process(module: str, args: Sequence[str]) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"timing process {module} failed: {out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def speed_by_length(models: dict[str, MelHuBERT], seconds: Sequence[float], threads: int = 1,
-                    min_run_time: float = 1.0) -> pd.DataFrame:
-    """How each model's cost grows with utterance length: one row per model and length with the measured RTF (fresh
-    process, as `process_speed`), its IQR and the MACs per second of audio."""
-    rows = []
-    for length in seconds:
-        for name, model in models.items():  # the models alternate at every length, so drifts hit both alike
-            speed = process_speed(model, length, threads, min_run_time)
-            rows.append({"model": name, "seconds": float(length), "rtf": speed.rtf, "rtf_iqr": speed.rtf_iqr,
-                         "macs_per_second": count_macs(model, length).per_second, "threads": threads})
-    return pd.DataFrame(rows)
 
 
 def measure(model: MelHuBERT, seconds: float = 10.0, threads: int = 1, cache_dir: Path | None = None) -> Efficiency:

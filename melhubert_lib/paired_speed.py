@@ -15,14 +15,16 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils import benchmark
 
-from .efficiency import run_timing_process
+from .efficiency import count_macs, run_timing_process
 from .model import MelHuBERT
 
 SIGN_TEST_ALPHA = 0.05
@@ -68,6 +70,26 @@ def paired_speed(model: MelHuBERT, reference: MelHuBERT, seconds: float = 10.0, 
         dirs = [model.save_pretrained(Path(tmp) / "model"), reference.save_pretrained(Path(tmp) / "reference")]
         args = [*map(str, dirs), str(seconds), str(threads), str(rounds), str(block_time)]
         return PairedSpeed(**run_timing_process(__name__, args))
+
+
+def paired_speed_by_length(model: MelHuBERT, reference: MelHuBERT, seconds: Sequence[float], threads: int = 1,
+                           rounds: int = 7, block_time: float = 0.3) -> pd.DataFrame:
+    """How `model`'s speed against `reference` changes with the utterance's length: `paired_speed` at each length
+    (one fresh process per length). One row per length: seconds, model_rtf, reference_rtf, speedup (reference time /
+    model time, the median round), speedup_min / speedup_max (the extreme rounds), verdict, rounds, and both models'
+    MACs per second of audio (model_macs_per_second, reference_macs_per_second)."""
+    lengths = [float(s) for s in seconds]
+    if not lengths or min(lengths) <= 0:
+        raise ValueError(f"seconds={list(seconds)}: give at least one positive utterance length (s)")
+    rows = []
+    for length in lengths:
+        pair = paired_speed(model, reference, length, threads, rounds, block_time)
+        rows.append({"seconds": length, "model_rtf": pair.model_rtf, "reference_rtf": pair.reference_rtf,
+                     "speedup": pair.speedup, "speedup_min": min(pair.ratios), "speedup_max": max(pair.ratios),
+                     "verdict": pair.verdict, "rounds": len(pair.ratios), "threads": threads,
+                     "model_macs_per_second": count_macs(model, length).per_second,
+                     "reference_macs_per_second": count_macs(reference, length).per_second})
+    return pd.DataFrame(rows)
 
 
 @torch.no_grad()

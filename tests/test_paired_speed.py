@@ -4,8 +4,10 @@ import math
 
 import pytest
 
+from melhubert_lib import paired_speed as paired_module
+from melhubert_lib.efficiency import count_macs
 from melhubert_lib.model import MelHuBERT, preset
-from melhubert_lib.paired_speed import PairedSpeed, paired_speed
+from melhubert_lib.paired_speed import PairedSpeed, paired_speed, paired_speed_by_length
 
 
 def speed(ratios: list[float]) -> PairedSpeed:
@@ -29,6 +31,29 @@ def test_bad_input_fails_before_any_timing():
         paired_speed(model, model, block_time=0)
     with pytest.raises(ValueError, match="frame_ms 20 / 10"):
         paired_speed(model, MelHuBERT(preset("smoke", frame_ms=10)))
+    for lengths in ([], [2.0, 0.0]):
+        with pytest.raises(ValueError, match="positive utterance length"):
+            paired_speed_by_length(model, model, lengths)
+
+
+def test_the_length_table_has_one_paired_timing_and_both_mac_counts_per_length(monkeypatch):
+    calls = []
+
+    def fake(model, reference, seconds, threads, rounds, block_time):  # the timing itself is tested below
+        calls.append(seconds)
+        return PairedSpeed(ratios=[seconds, 2 * seconds, 3 * seconds], model_rtf=1 / seconds, reference_rtf=0.5)
+
+    monkeypatch.setattr(paired_module, "paired_speed", fake)
+    small, large = MelHuBERT(preset("smoke")).truncate(1), MelHuBERT(preset("smoke"))
+    table = paired_speed_by_length(small, large, [2, 10])
+    assert calls == [2.0, 10.0] and list(table.seconds) == [2.0, 10.0]
+    assert list(table.speedup) == [4.0, 20.0] and list(table.speedup_min) == [2.0, 10.0]
+    assert list(table.speedup_max) == [6.0, 30.0] and list(table.rounds) == [3, 3]
+    assert list(table.model_rtf) == [0.5, 0.1] and set(table.verdict) == {"indistinguishable"}
+    for row in table.itertuples():
+        assert row.model_macs_per_second == count_macs(small, row.seconds).per_second
+        assert row.reference_macs_per_second == count_macs(large, row.seconds).per_second
+        assert row.model_macs_per_second < row.reference_macs_per_second
 
 
 def test_the_ratio_says_which_model_is_faster():

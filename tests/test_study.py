@@ -23,7 +23,6 @@ from melhubert_lib.study.questions import (
     resolved_extreme,
     retained_intervals,
     smallest_within,
-    speed_verdict,
     spread_levels,
     survives_down_to,
     surviving_heads,
@@ -171,12 +170,6 @@ def test_front_steps_resolved_marks_only_the_steps_whose_error_drop_is_resolved(
                             units)
     front = pd.DataFrame({"source": ["cheap", "middle", "costly"], "macs": [1.0, 2.0, 3.0]})
     assert front_steps_resolved(ws, "PR", front) == [True, False]
-
-
-def test_speed_verdict_needs_disjoint_interquartile_ranges():
-    assert speed_verdict(0.05, 0.002, 0.10, 0.004) == "faster"
-    assert speed_verdict(0.10, 0.004, 0.05, 0.002) == "slower"
-    assert speed_verdict(0.095, 0.004, 0.10, 0.008) == "indistinguishable"  # 5 % faster, within the spread
 
 
 def test_budget_winners_name_the_cheapest_resolved_winner_and_the_runs_it_is_not_resolved_from(tmp_path):

@@ -200,16 +200,6 @@ def front_steps_resolved(ws: Workspace, task: str, front: pd.DataFrame, table: p
             for cheap, costly in zip(sources, sources[1:], strict=False)]
 
 
-def speed_verdict(rtf: float, rtf_iqr: float, reference_rtf: float, reference_iqr: float) -> str:
-    """"faster", "slower" or "indistinguishable": whether the two timings' interquartile ranges (median +- IQR / 2)
-    are disjoint, and on which side."""
-    if rtf + rtf_iqr / 2 < reference_rtf - reference_iqr / 2:
-        return "faster"
-    if rtf - rtf_iqr / 2 > reference_rtf + reference_iqr / 2:
-        return "slower"
-    return "indistinguishable"
-
-
 def retained_intervals(ws: Workspace, sources: Sequence[str], tasks: Sequence[str], floor: str = "log-Mel",
                        baseline: str = "baseline") -> pd.DataFrame:
     """Per source and task, the share of the baseline's gain over the floor that the source keeps, with a paired

@@ -9,8 +9,10 @@ drift of the machine between models cancels), and prints the speed-up next to th
 >= 0.8 x MAC ratio). It also splits each pass (torch.profiler)
 into the linear layers' matrix products, whose time should fall with their MACs, and everything else
 (attention kernels, GELU, layer norms, the positional convolution, copies), which only head pruning
-and shallower models reduce; the positional convolution, which every model keeps whole, is also shown
-alone. For weight pruning (the 90 % level and the strongest one) it reports the dense time (masks do not
+and shallower models reduce; the positional convolution, which every model keeps whole, and the attention kernel
+are also shown alone, and the attention kernel (fused SDPA) is timed against the explicit softmax product at the
+default model's shape, to say whether another kernel would shrink what compression leaves alone.
+For weight pruning (the 90 % level and the strongest one) it reports the dense time (masks do not
 speed anything up) and the time with the pruned layers run as sparse CSR products, each against the baseline's first
 timing (one pair, not rounds).
 Usage: python benchmarks/compression_speed.py [--scale default] [--work-dir work] [--rounds 7]
@@ -24,8 +26,10 @@ import sys
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from checkpoints import level_with_setting, strongest
 from torch.profiler import ProfilerActivity, profile
+from torch.utils import benchmark
 
 from melhubert_lib.compression.weight_pruning import sparsity
 from melhubert_lib.data.workspace import open_workspace
@@ -41,16 +45,18 @@ STRUCTURED = {"head pruning": "heads-l1", "FFN shrink": "ffn-shrink", "SVD, unif
 
 LINEAR_OPS = ("aten::addmm", "aten::mm")  # what nn.Linear runs on the CPU, with and without bias
 CONV_OPS = ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward")  # the positional convolution's kernels
+ATTENTION_OPS = ("aten::_scaled_dot_product_flash_attention_for_cpu",)  # SDPA's fused CPU kernel (inference)
 
 
 @dataclass
 class PassProfile:
-    """Profiled seconds of one forward pass (batch 1, 1 thread): in total, in the linear layers' matrix products and
-    in the positional convolution."""
+    """Profiled seconds of one forward pass (batch 1, 1 thread): in total, in the linear layers' matrix products, in
+    the positional convolution and in the attention kernel."""
 
     total: float
     linear: float
     conv: float
+    attention: float
 
 
 @torch.no_grad()
@@ -70,7 +76,30 @@ def profile_pass(model: MelHuBERT, seconds: float = 10.0, passes: int = 5) -> Pa
     def share(ops: tuple[str, ...] | None) -> float:
         return sum(e.self_cpu_time_total for e in events if ops is None or e.key in ops) / passes / 1e6
 
-    return PassProfile(total=share(None), linear=share(LINEAR_OPS), conv=share(CONV_OPS))
+    return PassProfile(total=share(None), linear=share(LINEAR_OPS), conv=share(CONV_OPS),
+                       attention=share(ATTENTION_OPS))
+
+
+@dataclass
+class AttentionKernels:
+    """Median seconds of one layer's attention: the fused SDPA kernel and the explicit softmax product."""
+
+    fused: float
+    explicit: float
+
+
+def attention_kernels(model: MelHuBERT, seconds: float = 10.0, min_run_time: float = 1.0) -> AttentionKernels:
+    """Median seconds of one layer's attention at `model`'s shape (batch 1, 1 thread): fused SDPA and the explicit
+    softmax product of the same queries, keys and values."""
+    frames = int(round(seconds * 1000 / model.config.frame_ms))
+    heads = model.config.heads[0]
+    q, k, v = (torch.randn(1, heads, frames, model.config.head_dim) for _ in range(3))
+    scale = model.config.head_dim ** -0.5
+    kernels = {"fused": "F.scaled_dot_product_attention(q, k, v)",
+               "explicit": "((q * scale) @ k.transpose(-1, -2)).softmax(-1) @ v"}
+    times = {name: benchmark.Timer(stmt, globals={"F": F, "q": q, "k": k, "v": v, "scale": scale}, num_threads=1)
+             .blocked_autorange(min_run_time=min_run_time).median for name, stmt in kernels.items()}
+    return AttentionKernels(**times)
 
 
 def main() -> None:
@@ -91,7 +120,12 @@ def main() -> None:
     base_macs = base_count.total
     base_pass = profile_pass(base)
     print(f"baseline: RTF {base_rtf:.4f}; profiled pass {base_pass.total * 1e3:.1f} ms, of which linear layers "
-          f"{base_pass.linear * 1e3:.1f} ms, positional convolution {base_pass.conv * 1e3:.1f} ms")
+          f"{base_pass.linear * 1e3:.1f} ms, attention kernel {base_pass.attention * 1e3:.1f} ms, positional "
+          f"convolution {base_pass.conv * 1e3:.1f} ms")
+    for seconds in (10.0, 30.0):
+        kernels = attention_kernels(base, seconds)
+        print(f"one layer's attention at {seconds:g} s: fused SDPA {kernels.fused * 1e3:.2f} ms, explicit softmax "
+              f"product {kernels.explicit * 1e3:.2f} ms ({kernels.explicit / kernels.fused:.2f}x SDPA's time)")
     models = {name: strongest(ws.run_dir(run)) for name, run in STRUCTURED.items()}
     for name, path in models.items():
         if path is None:
@@ -111,7 +145,9 @@ def main() -> None:
               f"{'':20s} linear layers: {base_pass.linear / prof.linear:.2f}x faster for "
               f"{base_count.linear_and_conv / count.linear_and_conv:.2f}x fewer linear+conv MACs; "
               f"the rest: {base_rest * 1e3:.1f} -> {rest * 1e3:.1f} ms per pass ({rest / prof.total:.0%} of the "
-              f"compressed pass; the positional convolution {prof.conv * 1e3:.1f} ms, {prof.conv / prof.total:.0%})")
+              f"compressed pass; the attention kernel {prof.attention * 1e3:.1f} ms, "
+              f"{prof.attention / prof.total:.0%}; "
+              f"the positional convolution {prof.conv * 1e3:.1f} ms, {prof.conv / prof.total:.0%})")
     run = ws.run_dir("weights-l1")
     for pruned in dict.fromkeys(p for p in (level_with_setting(run, 0.9), strongest(run)) if p is not None):
         model = MelHuBERT.from_pretrained(pruned).eval()

@@ -76,8 +76,8 @@ def paired_speed_by_length(model: MelHuBERT, reference: MelHuBERT, seconds: Sequ
                            rounds: int = 7, block_time: float = 0.3) -> pd.DataFrame:
     """How `model`'s speed against `reference` changes with the utterance's length: `paired_speed` at each length
     (one fresh process per length). One row per length: seconds, model_rtf, reference_rtf, speedup (reference time /
-    model time, the median round), speedup_min / speedup_max (the extreme rounds), verdict, rounds, and both models'
-    MACs per second of audio (model_macs_per_second, reference_macs_per_second)."""
+    model time, the median round), speedup_min / speedup_max (the extreme rounds), verdict, rounds, threads, and both
+    models' MACs per second of audio (model_macs_per_second, reference_macs_per_second)."""
     lengths = [float(s) for s in seconds]
     if not lengths or min(lengths) <= 0:
         raise ValueError(f"seconds={list(seconds)}: give at least one positive utterance length (s)")

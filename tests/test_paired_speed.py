@@ -40,17 +40,21 @@ def test_the_length_table_has_one_paired_timing_and_both_mac_counts_per_length(m
     calls = []
 
     def fake(model, reference, seconds, threads, rounds, block_time):  # the timing itself is tested below
-        calls.append(seconds)
-        return PairedSpeed(ratios=[seconds, 2 * seconds, 3 * seconds], model_rtf=1 / seconds, reference_rtf=0.5)
+        calls.append((seconds, threads, rounds, block_time))
+        ratios = [1.5] * 6 if seconds == 10 else [seconds, 2 * seconds, 3 * seconds]
+        return PairedSpeed(ratios=ratios, model_rtf=1 / seconds, reference_rtf=0.5)
 
     monkeypatch.setattr(paired_module, "paired_speed", fake)
     small, large = MelHuBERT(preset("smoke")).truncate(1), MelHuBERT(preset("smoke"))
-    table = paired_speed_by_length(small, large, [2, 10])
-    assert calls == [2.0, 10.0] and list(table.seconds) == [2.0, 10.0]
-    assert list(table.speedup) == [4.0, 20.0] and list(table.speedup_min) == [2.0, 10.0]
-    assert list(table.speedup_max) == [6.0, 30.0] and list(table.rounds) == [3, 3]
-    assert list(table.model_rtf) == [0.5, 0.1] and set(table.verdict) == {"indistinguishable"}
-    for row in table.itertuples():
+    table = paired_speed_by_length(small, large, [2, 10], threads=2, rounds=6, block_time=0.1)
+    assert calls == [(2.0, 2, 6, 0.1), (10.0, 2, 6, 0.1)]
+    assert table.seconds.dtype == float and list(table.seconds) == [2.0, 10.0]
+    assert list(table.speedup) == [4.0, 1.5] and list(table.speedup_min) == [2.0, 1.5]
+    assert list(table.speedup_max) == [6.0, 1.5] and list(table.rounds) == [3, 6]
+    assert list(table.verdict) == ["indistinguishable", "faster"]  # 3 rounds are too few for any verdict
+    assert list(table.model_rtf) == [0.5, 0.1] and list(table.reference_rtf) == [0.5, 0.5]
+    assert list(table.threads) == [2, 2]
+    for row in table.itertuples():  # the model's own MACs in the model's column, the reference's in its own
         assert row.model_macs_per_second == count_macs(small, row.seconds).per_second
         assert row.reference_macs_per_second == count_macs(large, row.seconds).per_second
         assert row.model_macs_per_second < row.reference_macs_per_second

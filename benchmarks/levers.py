@@ -11,6 +11,7 @@ A lever that changes the corpus or the pretraining gets its own workspace (`<wor
 levers reuse the scale's baseline and cached hidden states.
 Usage: python benchmarks/levers.py --label base
        python benchmarks/levers.py --label 8h --pretrain-hours 8
+       python benchmarks/levers.py --label pr-2400-utts --pr-train-utts 2400
        python benchmarks/levers.py --label pr-60-epochs --pr-epochs 60
        python benchmarks/levers.py --label fbank-targets --target-feature fbank
        python benchmarks/levers.py --label pc-5e-3 --phone-probe --pc-lr 5e-3 --tasks ''
@@ -41,6 +42,8 @@ def lever_scale(args: argparse.Namespace) -> Scale:
     corpus, pretrain, targets = scale.corpus, scale.pretrain, scale.targets
     if args.pretrain_hours is not None:
         corpus = dataclasses.replace(corpus, pretrain_hours=args.pretrain_hours)
+    if args.pr_train_utts is not None:
+        corpus = dataclasses.replace(corpus, labeled_utts={**corpus.labeled_utts, "train": args.pr_train_utts})
     if args.steps is not None:
         pretrain = dataclasses.replace(pretrain, steps=args.steps)
     if args.iterations is not None:
@@ -79,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target-feature", default=None, choices=sorted(FEATURIZERS),
                         help="stage-1 k-means features")
     parser.add_argument("--preset", default=None, help="model preset (melhubert_lib.model.preset)")
+    parser.add_argument("--pr-train-utts", type=int, default=None,
+                        help="labeled training utterances of the PR (and ASR) probes (a corpus lever)")
     parser.add_argument("--pr-epochs", type=int, default=None)
     parser.add_argument("--pr-lr", type=float, default=None)
     parser.add_argument("--pc-lr", type=float, default=None, help="frame-level phone probe's rate (with --phone-probe)")
@@ -94,6 +99,8 @@ def main() -> None:
     """Measure one lever and print its row."""
     parser = build_parser()
     args = parser.parse_args()
+    if args.pr_train_utts is not None and args.pr_train_utts < 1:
+        parser.error(f"--pr-train-utts {args.pr_train_utts}: give at least one training utterance")
     if args.pc_lr is not None and not args.phone_probe:
         parser.error("--pc-lr sets the frame-level phone probe's rate: add --phone-probe to run that probe")
     scale = lever_scale(args)

@@ -88,17 +88,18 @@ class AttentionKernels:
     explicit: float
 
 
+@torch.no_grad()
 def attention_kernels(model: MelHuBERT, seconds: float = 10.0, min_run_time: float = 1.0) -> AttentionKernels:
-    """Median seconds of one layer's attention at `model`'s shape (batch 1, 1 thread): fused SDPA and the explicit
-    softmax product of the same queries, keys and values."""
+    """Median seconds of the first layer's attention at `model`'s shape (batch 1, 1 thread): fused SDPA and the
+    model's explicit softmax product (`SelfAttention.attention_weights` @ v) of the same queries, keys and values."""
     frames = int(round(seconds * 1000 / model.config.frame_ms))
-    heads = model.config.heads[0]
-    q, k, v = (torch.randn(1, heads, frames, model.config.head_dim) for _ in range(3))
-    scale = model.config.head_dim ** -0.5
+    attention = model.layers[0].attention  # the model's own two paths: SDPA, and the product training runs
+    q, k, v = (torch.randn(1, attention.n_heads, frames, attention.head_dim) for _ in range(3))
     kernels = {"fused": "F.scaled_dot_product_attention(q, k, v)",
-               "explicit": "((q * scale) @ k.transpose(-1, -2)).softmax(-1) @ v"}
-    times = {name: benchmark.Timer(stmt, globals={"F": F, "q": q, "k": k, "v": v, "scale": scale}, num_threads=1)
-             .blocked_autorange(min_run_time=min_run_time).median for name, stmt in kernels.items()}
+               "explicit": "attention.attention_weights(q, k, None) @ v"}
+    times = {name: benchmark.Timer(stmt, globals={"F": F, "attention": attention, "q": q, "k": k, "v": v},
+                                   num_threads=1).blocked_autorange(min_run_time=min_run_time).median
+             for name, stmt in kernels.items()}
     return AttentionKernels(**times)
 
 

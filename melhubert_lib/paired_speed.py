@@ -55,6 +55,13 @@ class PairedSpeed:
             return "slower"
         return "indistinguishable"
 
+    def table_fields(self) -> dict[str, float | str | int]:
+        """The pair as columns of a results table: model_rtf, reference_rtf, speedup (the median round),
+        speedup_min / speedup_max (the extreme rounds, not interval bounds), verdict and rounds."""
+        return {"model_rtf": self.model_rtf, "reference_rtf": self.reference_rtf, "speedup": self.speedup,
+                "speedup_min": min(self.ratios), "speedup_max": max(self.ratios), "verdict": self.verdict,
+                "rounds": len(self.ratios)}
+
 
 def paired_speed(model: MelHuBERT, reference: MelHuBERT, seconds: float = 10.0, threads: int = 1, rounds: int = 7,
                  block_time: float = 0.3) -> PairedSpeed:
@@ -84,9 +91,7 @@ def paired_speed_by_length(model: MelHuBERT, reference: MelHuBERT, seconds: Sequ
     rows = []
     for length in lengths:
         pair = paired_speed(model, reference, length, threads, rounds, block_time)
-        rows.append({"seconds": length, "model_rtf": pair.model_rtf, "reference_rtf": pair.reference_rtf,
-                     "speedup": pair.speedup, "speedup_min": min(pair.ratios), "speedup_max": max(pair.ratios),
-                     "verdict": pair.verdict, "rounds": len(pair.ratios), "threads": threads,
+        rows.append({"seconds": length, **pair.table_fields(), "threads": threads,
                      "model_macs_per_second": count_macs(model, length).per_second,
                      "reference_macs_per_second": count_macs(reference, length).per_second})
     return pd.DataFrame(rows)

@@ -23,6 +23,12 @@ def test_a_verdict_needs_every_round_on_one_side_and_enough_rounds():
     assert speed([1.3, 1.05, 1.2]).speedup == 1.2  # the median round
 
 
+def test_the_table_fields_are_the_median_the_extreme_rounds_and_the_verdict():
+    pair = PairedSpeed(ratios=[1.3, 0.9, 1.2, 1.1, 1.25, 1.15, 1.05], model_rtf=0.02, reference_rtf=0.03)
+    assert pair.table_fields() == {"model_rtf": 0.02, "reference_rtf": 0.03, "speedup": 1.15, "speedup_min": 0.9,
+                                   "speedup_max": 1.3, "verdict": "indistinguishable", "rounds": 7}
+
+
 def test_bad_input_fails_before_any_timing():
     model = MelHuBERT(preset("smoke"))
     with pytest.raises(ValueError, match="rounds=0"):

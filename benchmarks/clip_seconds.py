@@ -84,7 +84,7 @@ def main() -> None:
         for name in [n for n in sources if n != "baseline"]:
             d = paired_rate_difference(*errors[name], *errors["baseline"])
             print(f"  {name} minus baseline, error points: {100 * d.value:+.1f} [{100 * d.low:+.1f}, "
-                  f"{100 * d.high:+.1f}], half-width {50 * (d.high - d.low):.1f}")
+                  f"{100 * d.high:+.1f}], half-width {100 * d.half_width:.1f}")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ class PassProfile:
 @torch.no_grad()
 def profile_pass(model: MelHuBERT, seconds: float = 10.0, passes: int = 5) -> PassProfile:
     """Profile `passes` forward passes of `seconds` of random input and split their time by operator."""
-    frames = int(round(seconds * 1000 / model.config.frame_ms))
+    frames = model.config.frames(seconds)
     x = torch.randn(1, frames, model.config.input_dim)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -92,7 +92,7 @@ class AttentionKernels:
 def attention_kernels(model: MelHuBERT, seconds: float = 10.0, min_run_time: float = 1.0) -> AttentionKernels:
     """Median seconds of the first layer's attention at `model`'s shape (batch 1, 1 thread): fused SDPA and the
     model's explicit softmax product (`SelfAttention.attention_weights` @ v) of the same queries, keys and values."""
-    frames = int(round(seconds * 1000 / model.config.frame_ms))
+    frames = model.config.frames(seconds)
     attention = model.layers[0].attention  # the model's own two paths: SDPA, and the product training runs
     q, k, v = (torch.randn(1, attention.n_heads, frames, attention.head_dim) for _ in range(3))
     kernels = {"fused": "F.scaled_dot_product_attention(q, k, v)",

@@ -24,7 +24,7 @@ PRESETS = ("default", "default-flash")
 @torch.no_grad()
 def rtf(model: MelHuBERT, seconds: float, device: torch.device, threads: int, min_run_time: float) -> float:
     """Median wall seconds of one forward pass per second of audio (batch 1, after warm-up)."""
-    frames = int(round(seconds * 1000 / model.config.frame_ms))
+    frames = model.config.frames(seconds)
     x = torch.randn(1, frames, model.config.input_dim, device=device)
     cuda = device.type == "cuda"
 

@@ -82,6 +82,7 @@ def measure(path: str, in_memory: bool) -> dict:
 
 
 def main() -> None:
+    """Measure each store format's first-batch time and memory at every size asked for, one process each."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, nargs="+", default=[2, 8, 32, 960])
     parser.add_argument("--dir", default=None, help="where the stores are written (default: a temporary folder)")

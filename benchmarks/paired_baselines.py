@@ -69,7 +69,7 @@ def main() -> None:
             print(f"  {task_name} error {key}: {100 * iv.value:5.1f} % [{100 * iv.low:.1f}, {100 * iv.high:.1f}]")
         d = paired_rate_difference(*errors["B"], *errors["A"])
         print(f"  {task_name} error B - A: {100 * d.value:+.1f} points [{100 * d.low:+.1f}, {100 * d.high:+.1f}] "
-              f"({'resolved' if d.low > 0 or d.high < 0 else 'not resolved'})")
+              f"({'resolved' if d.sign else 'not resolved'})")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def _counted_macs(counts: dict[str, dict]) -> int:
 
 def count_macs(model: MelHuBERT, seconds: float = 10.0) -> MacCount:
     """Dense MACs of one forward pass (batch 1, no masking) over `seconds` of audio."""
-    frames = int(round(seconds * 1000 / model.config.frame_ms))
+    frames = model.config.frames(seconds)
     counted = _counted_macs(_flop_counts(model, frames))
     return MacCount(seconds=seconds, linear_and_conv=counted, attention=attention_macs(model, frames))
 
@@ -87,7 +87,7 @@ def sparse_macs(model: MelHuBERT, seconds: float = 10.0) -> int:
 
     Everything else (the attention matmuls, FLASH's attention included) stays dense.
     """
-    frames = int(round(seconds * 1000 / model.config.frame_ms))
+    frames = model.config.frames(seconds)
     counts = _flop_counts(model, frames)
     skipped = 0.0
     for name, module in model.named_modules():
@@ -187,7 +187,7 @@ def _speed_probe(directory: str, seconds: float, threads: int, min_run_time: flo
         from .compression.weight_pruning import with_sparse_kernels
 
         model = with_sparse_kernels(model)
-    frames = int(round(seconds * 1000 / model.config.frame_ms))
+    frames = model.config.frames(seconds)
     x = torch.randn(1, frames, model.config.input_dim)
     model(x)
     peak = _peak_rss_mb()

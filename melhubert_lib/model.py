@@ -79,6 +79,10 @@ class MelHuBERTConfig:
         """Number of Transformer layers."""
         return len(self.heads)
 
+    def frames(self, seconds: float) -> int:
+        """The number of frames the model reads for `seconds` of audio (rounded to the nearest frame)."""
+        return int(round(seconds * 1000 / self.frame_ms))
+
     def truncated(self, depth: int) -> MelHuBERTConfig:
         """The config of the first `depth` layers (heads, widths, ranks and head ids of the layers beyond dropped)."""
         if not 1 <= depth <= self.depth:
@@ -443,6 +447,11 @@ class MelHuBERTOutput:
     correct: int = 0  # masked frames whose argmax equals the target
 
 
+def padded_frames(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """(B, frames) mask, True at each row's frames past its length (padding), on the lengths' device."""
+    return torch.arange(frames, device=lengths.device)[None, :] >= lengths[:, None]
+
+
 def compute_span_mask(
     shape: tuple[int, int], prob: float, span: int, lengths: torch.Tensor, generator: torch.Generator | None
 ) -> torch.Tensor:
@@ -507,7 +516,7 @@ class MelHuBERT(nn.Module):
         padding_mask = None
         attn_mask = None
         if lengths is not None:
-            padding_mask = torch.arange(t, device=feats.device)[None, :] >= lengths.to(feats.device)[:, None]
+            padding_mask = padded_frames(lengths.to(feats.device), t)
             if bool(padding_mask.any()):
                 attn_mask = ~padding_mask[:, None, None, :]
             else:

@@ -103,7 +103,7 @@ def _paired_probe(model_dir: str, reference_dir: str, seconds: float, threads: i
     """Body of the fresh process: load both, warm both up, time alternating blocks; print PairedSpeed as JSON."""
     torch.set_num_threads(threads)
     models = [MelHuBERT.from_pretrained(d).eval() for d in (model_dir, reference_dir)]
-    frames = int(round(seconds * 1000 / models[0].config.frame_ms))
+    frames = models[0].config.frames(seconds)
     x = torch.randn(1, frames, models[0].config.input_dim)
     timers = [benchmark.Timer("m(x)", globals={"m": m, "x": x}, num_threads=threads) for m in models]
     for timer in timers:

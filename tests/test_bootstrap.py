@@ -31,6 +31,16 @@ def test_rate_interval_brackets_a_constant_rate_exactly():
     assert (interval.value, interval.low, interval.high) == (0.5, 0.5, 0.5)
 
 
+def test_an_accuracy_intervals_complement_is_the_interval_of_the_errors():
+    units = np.full(40, 10.0)
+    right = np.random.default_rng(0).integers(3, 10, size=40).astype(float)
+    as_error = rate_interval(right, units).complement()
+    errors = rate_interval(units - right, units)  # the same bootstrap draws, on the complementary counts
+    assert as_error.low < as_error.value < as_error.high
+    for got, want in ((as_error.value, errors.value), (as_error.low, errors.low), (as_error.high, errors.high)):
+        assert got == pytest.approx(want, abs=1e-12)
+
+
 def test_seed_noise_widens_the_interval_and_the_estimate_is_the_mean_over_seeds():
     rng = np.random.default_rng(2)
     units = rng.integers(10, 20, 200).astype(float)

@@ -44,7 +44,6 @@ from melhubert_lib.probes.superb import (
     greedy_ctc,
     logits_loss,
     seeds_loss,
-    train_probe,
     train_probes,
 )
 from melhubert_lib.scales import DownstreamScale
@@ -213,7 +212,7 @@ def _utterance_task(n: int, rng: np.random.Generator) -> tuple[TaskData, dict[st
 
 def test_utterance_probe_learns_and_weights_the_informative_layer():
     task, feats = _utterance_task(120, np.random.default_rng(0))
-    result = train_probe("synthetic", task, feats, DownstreamScale(epochs={"SID": 40}), seed=0)
+    result = train_probes("synthetic", task, feats, DownstreamScale(epochs={"SID": 40}), (0,))[0]
     assert result.test["accuracy"] > 0.9 and result.dev["accuracy"] > 0.9
     assert result.layer_weights[1] > result.layer_weights[0]
 
@@ -233,7 +232,7 @@ def test_seeds_trained_in_one_pass_equal_each_seed_trained_alone_with_the_same_b
         np.testing.assert_array_equal(alone.test_errors["accuracy"], result.test_errors["accuracy"])
         for key, value in alone.probe.state_dict().items():
             torch.testing.assert_close(result.probe.state_dict()[key], value, rtol=0, atol=1e-4 * seed_gap, msg=key)
-    assert train_probe("synthetic", task, feats, settings, seed=1).dev == train_probes(
+    assert train_probes("synthetic", task, feats, settings, (1,))[0].dev == train_probes(
         "synthetic", task, feats, settings, (1,), order_seed=1)[0].dev  # one seed alone shuffles with its own seed
     with pytest.raises(ValueError, match="distinct probe seeds"):
         train_probes("synthetic", task, feats, settings, (0, 0))
@@ -312,7 +311,7 @@ def test_ctc_probe_reads_a_frame_code():
         ids = [f"{s}{i}" for i in range(60)]
         splits[s], feats[s] = TaskSplit(ids, [], seqs), FrameStore.from_arrays(arrays, ids)
     task = TaskData(spec, ["<blank>", "p", "q", "r", "s"], splits)
-    result = train_probe("synthetic", task, feats, DownstreamScale(epochs={"PR": 60}), seed=0)
+    result = train_probes("synthetic", task, feats, DownstreamScale(epochs={"PR": 60}), (0,))[0]
     assert result.test["PER"] < 0.1 and result.layer_weights == [1.0]
 
 

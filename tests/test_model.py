@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from melhubert_lib.data.features import FeatureStats
-from melhubert_lib.model import LowRankLinear, MelHuBERT, compute_span_mask, preset
+from melhubert_lib.model import LowRankLinear, MelHuBERT, compute_span_mask, padded_frames, preset
 
 
 def test_paper_preset_has_the_authors_parameter_count():
@@ -95,6 +95,13 @@ def test_padding_does_not_change_an_utterances_outputs():
     alone = model(short).hidden_states[-1]
     padded = model(batch, lengths=torch.tensor([20, 35])).hidden_states[-1][:1, :20]
     torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-5)
+
+
+def test_padded_frames_are_those_past_each_length_and_seconds_round_to_frames():
+    assert padded_frames(torch.tensor([3, 5, 0]), 5).tolist() == [[False] * 3 + [True] * 2, [False] * 5, [True] * 5]
+    assert preset("smoke", frame_ms=20).frames(10.0) == 500
+    assert preset("smoke", frame_ms=10).frames(2.504) == 250  # rounded to the nearest frame
+    assert preset("smoke", frame_ms=10).frames(2.506) == 251
 
 
 def test_span_mask_covers_a_plausible_fraction_and_respects_lengths():

@@ -13,7 +13,7 @@ from melhubert_lib.data.batching import Crop, collate
 from melhubert_lib.data.tasks import SPLITS, load_task
 from melhubert_lib.model import MelHuBERT
 from melhubert_lib.probes.layer_features import feature_precision, model_source, split_inputs, task_features
-from melhubert_lib.probes.superb import probe_loss, train_probe
+from melhubert_lib.probes.superb import probe_loss, train_probes
 from melhubert_lib.probes.task_aware import _batch_loss, task_head_importance
 from melhubert_lib.training import baseline
 
@@ -27,7 +27,7 @@ def probed(smoke_ws):
     for name in ("SID", "PR"):
         task = load_task(smoke_ws, name)
         feats = {s: task_features(smoke_ws, source, task, s) for s in SPLITS}
-        probes[name] = (task, feats, train_probe("base", task, feats, smoke_ws.scale.downstream, seed=0).probe)
+        probes[name] = (task, feats, train_probes("base", task, feats, smoke_ws.scale.downstream, (0,))[0].probe)
     return model, probes
 
 

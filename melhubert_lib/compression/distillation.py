@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.batching import Batch
-from ..model import MelHuBERT, MelHuBERTOutput
+from ..model import MelHuBERT, MelHuBERTOutput, padded_frames
 from ..scales import StudentShape
 from ..training.pretrain import Objective
 from .ffn_shrink import shrink_ffn
@@ -40,7 +40,7 @@ class _TeacherObjective(Objective):
         feats = part.feats.to(device)
         with torch.no_grad():
             teacher_out = self.teacher.to(device)(feats, part.lengths)
-        valid = torch.arange(feats.shape[1], device=device)[None, :] < part.lengths.to(device)[:, None]
+        valid = ~padded_frames(part.lengths.to(device), feats.shape[1])
         return teacher_out, model(feats, part.lengths), valid
 
 

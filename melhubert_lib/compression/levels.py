@@ -130,7 +130,6 @@ def compress_stages(ws: Workspace, method: str, run: str, start_dir: str | Path,
                     provenance: dict | None = None) -> CompressionRun:
     """Run the stages one after the other as one run: levels numbered on from stage to stage, each stage starting
     from the last level of the one before (the first from `start_dir`). See `compress_levels` for one stage."""
-    root = ws.run_dir(run)
     valid = data["pretrain-valid"]
     teacher = MelHuBERT.from_pretrained(start_dir)
     hooks = {_module_of(f) for stage in stages for f in (stage.plan.step, stage.prepare, stage.objective)
@@ -147,7 +146,7 @@ def compress_stages(ws: Workspace, method: str, run: str, start_dir: str | Path,
         return _measure(ws, method, run, 0, 0.0, Path(start_dir), teacher, metrics, metrics, 0, threads)
 
     provenance = {**common, "level": 0}
-    records = [_record(root / "level-00", measure_start, provenance)]
+    records = [_record(ws.level_dir(run, 0), measure_start, provenance)]
     model, level = teacher, 0
     for stage in stages:
         stage_start, start_origin = model, "start" if level == 0 else fingerprint(provenance)
@@ -159,7 +158,7 @@ def compress_stages(ws: Workspace, method: str, run: str, start_dir: str | Path,
             provenance = {**common, "level": level, "setting": float(setting), "finetune": schedule,
                           "plateau": stage.plateau, **({"stage": stage.name} if stage.name else {}),
                           "origin": fingerprint(provenance) if stage.iterative else start_origin}
-            records.append(_record(root / f"level-{level:02d}", lambda o=origin, lv=level, st=setting, pv=provenance,
+            records.append(_record(ws.level_dir(run, level), lambda o=origin, lv=level, st=setting, pv=provenance,
                                    sc=schedule, sg=stage: dataclasses.replace(
                                        _run_level(ws, method, run, lv, st, sg.plan.step(o, st), data, sc, sg.prepare,
                                                   threads, sg.objective, sg.plateau, pv), stage=sg.name), provenance))
@@ -173,11 +172,11 @@ def _run_level(ws: Workspace, method: str, run: str, level: int, setting: float,
                data: dict[str, SSLData], finetune: PretrainScale | None, prepare: Callable[[MelHuBERT], None] | None,
                threads: int, objective: Objective | None, plateau: Plateau | None, provenance: dict) -> LevelRecord:
     if finetune is None:  # kept as made: stored and measured without training
-        model_dir = compressed.save_pretrained(ws.run_dir(run) / f"level-{level:02d}" / "model")
+        model_dir = compressed.save_pretrained(ws.level_dir(run, level) / "model")
         metrics = evaluate_ssl(compressed, data["pretrain-valid"])
         return _measure(ws, method, run, level, setting, model_dir, compressed, metrics, metrics, 0, threads)
     result = train(compressed, data["pretrain-train"], data["pretrain-valid"], finetune,
-                   ws.run_dir(run) / f"level-{level:02d}", seed=ws.seed, prepare=prepare, objective=objective,
+                   ws.level_dir(run, level), seed=ws.seed, prepare=prepare, objective=objective,
                    plateau=plateau, provenance={"level": fingerprint(provenance)})
     tuned = MelHuBERT.from_pretrained(result.model_dir)
     return _measure(ws, method, run, level, setting, result.model_dir, tuned, result.initial, result.final,

@@ -11,6 +11,7 @@ import numpy as np
 import soundfile as sf
 
 SAMPLE_RATE = 16_000
+AUDIO_SUFFIXES = (".flac", ".wav")  # the audio files the corpus readers take
 
 T = TypeVar("T")
 

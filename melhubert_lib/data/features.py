@@ -18,10 +18,11 @@ import torch
 import torchaudio
 
 from .atomic import atomic_path
+from .audio import SAMPLE_RATE
 
 N_MELS = 40
 N_MFCC = 13
-_KALDI = dict(frame_length=25.0, frame_shift=10.0, window_type="hamming", dither=0.0, sample_frequency=16_000)
+_KALDI = dict(frame_length=25.0, frame_shift=10.0, window_type="hamming", dither=0.0, sample_frequency=SAMPLE_RATE)
 
 
 def fbank(wav: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -54,6 +54,10 @@ class Workspace:
         """Folder of the training run `name`."""
         return self.root / "runs" / name
 
+    def level_dir(self, run: str, level: int) -> Path:
+        """Folder of level `level` (0: the run's start) of the compression run `run`."""
+        return self.run_dir(run) / f"level-{level:02d}"
+
     def targets_dir(self, name: str) -> Path:
         """Folder of the target set `name` (codebook and labels)."""
         return self.root / "targets" / name

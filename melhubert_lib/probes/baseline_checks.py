@@ -55,10 +55,10 @@ def phone_probe_check(ws: Workspace, pretrained: MelHuBERT, untrained: MelHuBERT
         for layer in range(source.model.config.depth + 1 if source.model is not None else 1):
             results = evaluate_source(ws, source, [task], settings, layer=layer)
             errors[(source.name, layer)] = seed_errors(results, "accuracy")
-            wrong = rate_interval(*errors[(source.name, layer)])  # the share of misclassified frames
+            right = rate_interval(*errors[(source.name, layer)]).complement()  # errors count misclassified frames
             rows.append({"features": source.name, "layer": layer,
                          "dev_accuracy": float(np.mean([r.dev["accuracy"] for r in results])),
-                         "test_accuracy": 1 - wrong.value, "test_low": 1 - wrong.high, "test_high": 1 - wrong.low})
+                         "test_accuracy": right.value, "test_low": right.low, "test_high": right.high})
     table = pd.DataFrame(rows)
     table["best"] = table.index.isin(table.groupby("features")["dev_accuracy"].idxmax())
     best = {r.features: errors[(r.features, r.layer)] for r in table[table.best].itertuples()}

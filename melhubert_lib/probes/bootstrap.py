@@ -38,6 +38,10 @@ class Interval:
         """Half the interval's width."""
         return (self.high - self.low) / 2
 
+    def complement(self) -> Interval:
+        """1 minus the estimate, its bounds swapped (an accuracy's interval as an error rate's, and back)."""
+        return Interval(1 - self.value, 1 - self.high, 1 - self.low)
+
 
 Difference = Interval  # a difference of two rates is an interval around it like any other estimate
 
@@ -92,7 +96,8 @@ def paired_statistic(systems: list[tuple[np.ndarray, np.ndarray]], statistic: Ca
     system's seeds independently. `statistic` takes one rate per system (floats or arrays of replicates)."""
     pairs = [_per_seed(c, u, f" for system {i}") for i, (c, u) in enumerate(systems)]
     if len({c.shape[1] for c, _ in pairs}) != 1:
-        raise ValueError(f"paired utterances differ in number: {[c.shape[1] for c, _ in pairs]}")
+        raise ValueError(f"systems: each system needs one result per paired utterance, got "
+                         f"{[c.shape[1] for c, _ in pairs]} utterances")
     n = pairs[0][0].shape[1]
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))

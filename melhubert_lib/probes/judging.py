@@ -126,11 +126,10 @@ def score_intervals(ws: Workspace, sources: list[str], tasks: list[str], headlin
             for source in sources:
                 errors, units = utterance_errors(ws, source, task, metric=metric, table=table)
                 iv = rate_interval(errors, units)
-                value, lo, hi = (1 - iv.value, 1 - iv.high, 1 - iv.low) if metric == "accuracy" else (
-                    iv.value, iv.low, iv.high)
-                rows.append({"source": source, "task": task, "metric": metric, "value": value, "value_lo": lo,
-                             "value_hi": hi, "error": iv.value, "error_lo": iv.low, "error_hi": iv.high,
-                             "probe_seeds": len(errors)})
+                shown = iv.complement() if metric == "accuracy" else iv
+                rows.append({"source": source, "task": task, "metric": metric, "value": shown.value,
+                             "value_lo": shown.low, "value_hi": shown.high, "error": iv.value, "error_lo": iv.low,
+                             "error_hi": iv.high, "probe_seeds": len(errors)})
     return pd.DataFrame(rows)
 
 

@@ -22,11 +22,11 @@ from s3prl import hub
 from s3prl.upstream.interfaces import UpstreamBase
 from torch.nn.utils.rnn import pad_sequence
 
+from ..data.audio import SAMPLE_RATE
 from ..data.features import model_input
 from ..model import STATS_NAME, MelHuBERT
 
 HUB_NAME = "melhubert_suite"
-SAMPLE_RATE = 16_000
 RECIPES = Path(__file__).with_name("s3prl_recipes")
 
 

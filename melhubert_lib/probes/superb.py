@@ -24,6 +24,7 @@ from torch import nn
 from ..data.frames import FrameStore
 from ..data.tasks import SPLITS, TaskData
 from ..data.workspace import Workspace
+from ..model import padded_frames
 from ..scales import DownstreamScale
 from .layer_features import FeatureSource, task_features
 from .stacked_probes import CLIP_NORM, StackedLinearProbes
@@ -93,7 +94,7 @@ class Probe(nn.Module):
         if self.lstm is not None:
             # padded rather than packed: packed LSTM backward is ~18x slower on CPU; batches are grouped by
             # length and padding is zero, so the backward direction starts from a few zero frames at most
-            hs = self.lstm(hs.masked_fill(_padding(lengths, hs.shape[1])[..., None], 0.0))[0]
+            hs = self.lstm(hs.masked_fill(padded_frames(lengths, hs.shape[1])[..., None], 0.0))[0]
         return self.out(hs)
 
     def layer_weights(self) -> list[float]:
@@ -128,12 +129,6 @@ def evaluate_source(ws: Workspace, source: FeatureSource, tasks: list[TaskData],
                      for s, f in feats.items()}
         results += train_probes(source.name, task, feats, settings, seeds)
     return results
-
-
-def train_probe(source: str, task: TaskData, feats: dict[str, FrameStore], settings: DownstreamScale,
-                seed: int) -> TaskResult:
-    """Train one probe for `task` on per-split layer features; select the epoch on dev, score test."""
-    return train_probes(source, task, feats, settings, (seed,))[0]
 
 
 def train_probes(source: str, task: TaskData, feats: dict[str, FrameStore], settings: DownstreamScale,
@@ -281,10 +276,6 @@ def seed_errors(results: list[TaskResult], metric: str) -> tuple[np.ndarray, np.
     """The test errors and units of one source's probe seeds for `metric`, shape (seeds, utterances): what the
     bootstrap intervals take."""
     return (np.stack([r.test_errors[metric] for r in results]), np.stack([r.test_units[metric] for r in results]))
-
-
-def _padding(lengths: torch.Tensor, frames: int) -> torch.Tensor:
-    return torch.arange(frames)[None, :] >= lengths[:, None]
 
 
 def _layer_stats(store: FrameStore, chunk: int = 32_768) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,7 +2,7 @@
 each layer's importance as the rise of that loss when the layer is skipped.
 
 The paper scores heads by weights or by the self-supervised loss only. Here a probe trained on the
-upstream's cached hidden states (`superb.train_probe`) is applied to fresh hidden states of the same
+upstream's cached hidden states (`superb.train_probes`) is applied to fresh hidden states of the same
 upstream, with gradients, over the task's training split; each head's score is |<context, dL/dcontext>|
 summed over frames. Utterance tasks mean-pool each layer over the valid frames first, as the cache does. The live
 pass runs in float32, where the cache may have been computed under bfloat16 autocast (`DownstreamScale.precision`):
@@ -25,7 +25,7 @@ from ..data.batching import Batch, collate, eval_batches
 from ..data.frames import FrameStore
 from ..data.tasks import TaskData
 from ..data.workspace import Workspace
-from ..model import MelHuBERT
+from ..model import MelHuBERT, padded_frames
 from ..training.baseline import BaselineResult, ssl_data
 from .layer_features import split_inputs
 from .superb import Probe, probe_loss
@@ -137,7 +137,7 @@ def _batch_loss(batch: Batch, batch_labels: list, probe: Probe, pooled: bool) ->
     def loss(model: MelHuBERT) -> torch.Tensor:
         layers = torch.stack(model(batch.feats, lens).hidden_states, dim=2)  # (B, T, L, D)
         if pooled:
-            valid = (torch.arange(layers.shape[1])[None, :] < lens[:, None]).float()[:, :, None, None]
+            valid = (~padded_frames(lens, layers.shape[1])).float()[:, :, None, None]
             layers = (layers * valid).sum(1, keepdim=True) / lens[:, None, None, None]
             return probe_loss(probe, layers, torch.ones_like(lens), torch.tensor(batch_labels))
         return probe_loss(probe, layers, lens, batch_labels)

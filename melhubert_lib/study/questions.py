@@ -250,7 +250,7 @@ def rank_correlation(x: Sequence[float], y: Sequence[float], n_boot: int = 2000,
     permutation p-value (scipy)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     if len(x) != len(y) or len(x) < 3:
-        raise ValueError(f"need at least 3 paired points, got {len(x)} and {len(y)}")
+        raise ValueError(f"x and y: need at least 3 paired points, one x per y; got {len(x)} x and {len(y)} y")
     rho = float(stats.spearmanr(x, y).statistic)
     idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
     boot = np.array([stats.spearmanr(x[i], y[i]).statistic for i in idx])
@@ -355,9 +355,8 @@ def resolution(ws: Workspace, sources: Sequence[str], tasks: Sequence[str], floo
         gain = error_difference(ws, floor, reference, task, table=table).value
         for source in sources:
             diff = error_difference(ws, source, reference, task, table=table)
-            half = (diff.high - diff.low) / 2
-            rows.append({"task": task, "source": source, "half_width": half, "gain": gain,
-                         "ratio": half / gain if gain > 0 else float("nan")})
+            rows.append({"task": task, "source": source, "half_width": diff.half_width, "gain": gain,
+                         "ratio": diff.half_width / gain if gain > 0 else float("nan")})
     return pd.DataFrame(rows)
 
 

@@ -7,7 +7,7 @@ serve those folders and real downloads alike.
 from .build import MARKER_FILE, CorpusInfo, build_corpus
 from .errors import CorpusError
 from .librispeech import librispeech_root, read_librispeech
-from .phones import PHONES, SILENCE, phone_classes, phone_index
+from .phones import PHONES, SILENCE, phone_classes
 from .plan import KEYWORDS, LABELED_SPLITS, PRETRAIN_SPLIT, UNKNOWN_WORDS
 from .records import LabeledClip, PhoneSegment, Utterance
 from .speech_commands import SILENCE_LABEL, UNKNOWN_LABEL, read_speech_commands
@@ -31,7 +31,6 @@ __all__ = [
     "build_corpus",
     "librispeech_root",
     "phone_classes",
-    "phone_index",
     "read_librispeech",
     "read_speech_commands",
     "read_voxceleb1",

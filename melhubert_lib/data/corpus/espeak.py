@@ -174,7 +174,7 @@ class ESpeak:
         if status != 0 or loaded != wanted.lower():
             raise CorpusError(
                 f"eSpeak voice {wanted!r} did not load (status {status}, current voice {identifier!r}); "
-                "remove it from ACCENTS/VARIANTS in melhubert_lib/corpus/speakers.py"
+                "remove it from ACCENTS/VARIANTS in melhubert_lib/data/corpus/speakers.py"
             )
 
     def phonemes(self, text: str, accent: str) -> list[str]:

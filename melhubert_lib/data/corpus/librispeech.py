@@ -15,12 +15,11 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from ..atomic import write_text_atomic
+from ..audio import AUDIO_SUFFIXES
 from .alignment import format_alignment, parse_alignment
 from .errors import CorpusError, require_root
 from .records import PhoneSegment, Utterance
 from .render import RenderedSpeech, SpeechJob
-
-AUDIO_SUFFIXES = (".flac", ".wav")
 
 
 class LibriSpeechIndexWriter:

@@ -90,13 +90,6 @@ def phone_classes(mnemonic: str, accent: str) -> tuple[str, ...]:
         return DEFAULT_MAPPING[name]
     raise CorpusError(
         f"eSpeak phoneme {mnemonic!r} (accent {accent}) has no phone class; add it to DEFAULT_MAPPING "
-        "or ACCENT_OVERRIDES in melhubert_lib/corpus/phones.py"
+        "or ACCENT_OVERRIDES in melhubert_lib/data/corpus/phones.py"
     )
 
-
-def phone_index(phone: str) -> int:
-    """Return the index of a phone class in PHONES (0 is silence); raise CorpusError if unknown."""
-    try:
-        return PHONE_INDEX[phone]
-    except KeyError:
-        raise CorpusError(f"unknown phone class {phone!r}; valid classes: {' '.join(PHONES)}") from None

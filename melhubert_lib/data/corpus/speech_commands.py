@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..atomic import write_text_atomic
-from ..audio import SAMPLE_RATE, save_audio
+from ..audio import AUDIO_SUFFIXES, SAMPLE_RATE, save_audio
 from .augment import coloured_noise, set_level
 from .errors import CorpusError, require_choice, require_root
 from .plan import CLIP_SECONDS, KEYWORDS, clip_subsets
@@ -33,7 +33,6 @@ SILENCE_LABEL = "_silence_"
 UNKNOWN_LABEL = "_unknown_"
 LIST_FILES = {"validation": "validation_list.txt", "test": "testing_list.txt"}
 SUBSETS = ("train", "validation", "test")
-AUDIO_SUFFIXES = (".flac", ".wav")
 
 BACKGROUND_NOISES = {"white_noise": "white", "pink_noise": "pink", "brown_noise": "brown",
                      "blue_noise": "blue", "mains_hum": "hum"}  # fmt: skip

@@ -22,7 +22,7 @@ from torch import nn
 from melhubert_lib.efficiency import count_macs
 from melhubert_lib.model import MelHuBERT, MelHuBERTConfig, preset
 from melhubert_lib.scales import PRECISIONS, get_scale
-from melhubert_lib.training.pretrain import resolve_precision
+from melhubert_lib.training.pretrain import crop_frames, resolve_precision
 
 
 class TorchEncoderStack(nn.Module):
@@ -58,7 +58,7 @@ def throughput(scale_name: str, steps: int, warmup: int = 2, torch_layers: bool 
     torch.manual_seed(0)
     model = (TorchEncoderStack(cfg) if torch_layers else MelHuBERT(cfg)).train().to(device)
     step_model = torch.compile(model) if compile_model else model
-    frames = int(sched.crop_seconds * 1000 / cfg.frame_ms)
+    frames = crop_frames(sched, cfg.frame_ms)  # the training loop's crop
     batch = max(1, int(sched.batch_seconds // sched.crop_seconds))
     cuda = device.type == "cuda"
     if not cuda and scale_name == "paper":

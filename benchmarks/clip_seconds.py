@@ -79,10 +79,10 @@ def main() -> None:
             upstream += seconds_up
             errors[name] = seed_errors(evaluate_source(clipped, source, [task]), metric)
             print(f"{'whole clips' if seconds is None else f'first {seconds:g} s'}: {name:16s} {metric} "
-                  f"{100 * (1 - rate_interval(*errors[name]).value):.1f} %  upstream {seconds_up:.1f} s", flush=True)
+                  f"{100 * (1 - rate_interval(errors[name]).value):.1f} %  upstream {seconds_up:.1f} s", flush=True)
         print(f"  upstream passes over the {args.task} splits, all sources: {upstream:.0f} s")
         for name in [n for n in sources if n != "baseline"]:
-            d = paired_rate_difference(*errors[name], *errors["baseline"])
+            d = paired_rate_difference(errors[name], errors["baseline"])
             print(f"  {name} minus baseline, error points: {100 * d.value:+.1f} [{100 * d.low:+.1f}, "
                   f"{100 * d.high:+.1f}], half-width {100 * d.half_width:.1f}")
 

@@ -128,7 +128,7 @@ def main() -> None:
             results = evaluate_source(ws, source, [task])
             errors[name] = seed_errors(results, TASKS[task_name].metric)
         for floor in [n for n in errors if n != "baseline"]:
-            d = paired_rate_difference(*errors[floor], *errors["baseline"])
+            d = paired_rate_difference(errors[floor], errors["baseline"])
             margins[f"{task_name}: {floor} - baseline"] = {"value": 100 * d.value, "low": 100 * d.low,
                                                            "high": 100 * d.high}
     minutes["floor probes"] = (time.perf_counter() - start) / 60

@@ -64,10 +64,10 @@ def main() -> None:
         metric = TASKS[task_name].metric  # its errors: PER for PR, the share of wrong utterances for SID and KS
         errors = {key: seed_errors(evaluate_source(ws, model_source(model, f"paired-{key}"), [task]), metric)
                   for key, model in models.items()}
-        for key, (counts, units) in errors.items():
-            iv = rate_interval(counts, units)
+        for key, counts in errors.items():
+            iv = rate_interval(counts)
             print(f"  {task_name} error {key}: {100 * iv.value:5.1f} % [{100 * iv.low:.1f}, {100 * iv.high:.1f}]")
-        d = paired_rate_difference(*errors["B"], *errors["A"])
+        d = paired_rate_difference(errors["B"], errors["A"])
         print(f"  {task_name} error B - A: {100 * d.value:+.1f} points [{100 * d.low:+.1f}, {100 * d.high:+.1f}] "
               f"({'resolved' if d.sign else 'not resolved'})")
 

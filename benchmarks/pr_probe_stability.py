@@ -89,7 +89,7 @@ def main() -> None:
             seconds = time.perf_counter() - start
             per = np.array([100 * r.test["PER"] for r in results])
             failed = int((per > np.median(per) + args.collapse).sum())
-            ci = rate_interval(*seed_errors(results, "PER"))
+            ci = rate_interval(seed_errors(results, "PER"))
             row = {"setting": text, "source": name, "seeds": list(seeds), "test_per": per.round(2).tolist(),
                    "best_epoch": [r.best_epoch for r in results], "failed": failed,
                    "mean": 100 * ci.value, "low": 100 * ci.low, "high": 100 * ci.high, "seconds": seconds}

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from melhubert_lib.data.audio import SAMPLE_RATE, load_audio
 from melhubert_lib.data.corpus import (
@@ -405,3 +406,19 @@ def test_a_setting_left_at_none_is_not_part_of_a_corpus_identity():
     assert "ks_test_per_keyword" not in plain  # a corpus built before the setting existed still matches
     larger = build_module.corpus_settings(replace(SCALE, ks_test_per_keyword=48), SEED)["corpus"]
     assert larger == {**plain, "ks_test_per_keyword": 48}
+
+
+def test_speaker_pitch_finds_a_tones_frequency_and_restores_the_thread_count(tmp_path):
+    from melhubert_lib.data.audio import save_audio
+    from melhubert_lib.data.corpus.records import LabeledClip
+    from melhubert_lib.data.corpus_stats import speaker_pitch
+
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    clips = []
+    for name, hz in (("low", 120.0), ("high", 220.0)):
+        save_audio(tmp_path / f"{name}.flac", 0.5 * np.sin(2 * np.pi * hz * t))
+        clips.append(LabeledClip(tmp_path / f"{name}.flac", name))
+    threads = torch.get_num_threads()
+    pitch = speaker_pitch(clips).set_index("speaker").pitch_hz
+    assert torch.get_num_threads() == threads
+    assert pitch["low"] == pytest.approx(120.0, rel=0.05) and pitch["high"] == pytest.approx(220.0, rel=0.05)

@@ -33,10 +33,10 @@ def test_kl_objective_is_zero_for_the_teacher_itself_and_positive_otherwise():
     objective = ClusterKL(teacher)
     mask = torch.zeros(2, 30, dtype=torch.bool)
     assert objective.frames(batch, mask) == 50
-    same, agree = objective(teacher, batch, mask, torch.device("cpu"))
-    assert float(same) == pytest.approx(0.0, abs=1e-4) and agree == 50
+    same = objective(teacher, batch, mask, torch.device("cpu"))
+    assert float(same.summed) == pytest.approx(0.0, abs=1e-4) and same.correct == 50
     student = student_from_teacher(teacher, 1, "random")
-    kl, _ = objective(student, batch, mask, torch.device("cpu"))
+    kl = objective(student, batch, mask, torch.device("cpu")).summed
     assert float(kl) > 0.1
     kl.backward()
     assert all(p.grad is None for p in teacher.parameters())  # the teacher is frozen

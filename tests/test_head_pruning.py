@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from melhubert_lib.compression.head_pruning import head_importance, head_l1_scores, select_heads
+from melhubert_lib.compression.head_pruning import fraction_count, head_importance, head_l1_scores, select_heads
 from melhubert_lib.efficiency import count_macs
 from melhubert_lib.model import MelHuBERT, preset
 
@@ -79,6 +79,16 @@ def test_removing_a_head_that_does_not_exist_names_the_layer_and_the_valid_range
     with pytest.raises(ValueError, match=rf"head index \[{head}\] out of range for layer 1: it has 3 heads, "
                                          r"valid indices 0\.\.2"):
         _model().prune_heads({1: [head]})
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5])
+def test_an_importance_fraction_outside_zero_to_one_is_refused_before_any_work(fraction):
+    with pytest.raises(ValueError, match=rf"fraction={fraction} must lie in \(0, 1\]"):
+        head_importance(_model(), None, fraction=fraction)  # no data: the check must come first
+
+
+def test_an_importance_fraction_reads_at_least_one_item():
+    assert [fraction_count(n, f) for n, f in ((10, 0.25), (10, 1.0), (3, 0.01), (7, 0.5))] == [2, 10, 1, 4]
 
 
 def test_importance_scores_are_normalised_and_follow_the_loss(tiny_data):

@@ -19,7 +19,7 @@ from torch import nn
 from ..data.batching import Batch
 from ..model import MelHuBERT, MelHuBERTOutput, padded_frames
 from ..scales import StudentShape
-from ..training.pretrain import Objective
+from ..training.pretrain import Objective, PartLoss
 from .ffn_shrink import shrink_ffn
 from .levels import LevelPlan
 
@@ -54,7 +54,7 @@ class ClusterKL(_TeacherObjective):
         self.temperature = temperature
 
     def __call__(self, model: torch.nn.Module, part: Batch, mask: torch.Tensor,
-                 device: torch.device) -> tuple[torch.Tensor, float]:
+                 device: torch.device) -> PartLoss:
         """Summed per-frame KL (scaled by T^2) and how often the student's argmax cluster equals the teacher's."""
         teacher_out, student_out, valid = self._run(model, part, device)
         # float32 loss also under bfloat16 autocast
@@ -63,7 +63,7 @@ class ClusterKL(_TeacherObjective):
         kl = F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1),
                       log_target=True, reduction="none").sum(-1)
         agree = (student_logits.argmax(-1) == teacher_logits.argmax(-1)) & valid
-        return kl[valid].sum() * t * t, float(agree.sum())
+        return PartLoss(kl[valid].sum() * t * t, float(agree.sum()))
 
 
 class LayerPrediction(_TeacherObjective):
@@ -102,7 +102,7 @@ class LayerPrediction(_TeacherObjective):
         return self
 
     def __call__(self, model: torch.nn.Module, part: Batch, mask: torch.Tensor,
-                 device: torch.device) -> tuple[torch.Tensor, float]:
+                 device: torch.device) -> PartLoss:
         """Summed per-frame L1 - log sigmoid(cosine) over heads; 'correct' counts frames with mean cosine > 0.5."""
         teacher_out, student_out, valid = self._run(model, part, device)
         targets, last = teacher_out.hidden_states, student_out.hidden_states[-1]
@@ -113,7 +113,7 @@ class LayerPrediction(_TeacherObjective):
             cos = F.cosine_similarity(pred, target, dim=-1)
             loss = loss + (pred - target).abs().mean(-1) - F.logsigmoid(cos)
             cosine = cosine + cos.detach() / len(self.heads)
-        return loss[valid].sum(), float(((cosine > 0.5) & valid).sum())
+        return PartLoss(loss[valid].sum(), float(((cosine > 0.5) & valid).sum()))
 
 
 def make_objective(name: str, teacher: MelHuBERT, teacher_layers: list[int] | None = None) -> Objective:

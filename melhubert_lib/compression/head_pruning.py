@@ -34,17 +34,24 @@ def head_l1_scores(model: MelHuBERT) -> list[torch.Tensor]:
     return scores
 
 
+def fraction_count(n: int, fraction: float) -> int:
+    """How many of `n` items (batches, utterances) an importance estimate over `fraction` of them reads: at least one;
+    `fraction` must lie in (0, 1]."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction={fraction} must lie in (0, 1]")
+    return max(1, int(round(n * fraction)))
+
+
 def head_importance(model: MelHuBERT, data: SSLData, fraction: float = 0.25, batch_seconds: float = 32.0,
                     seed: int = 0) -> list[torch.Tensor]:
     """Michel et al. importance on the SSL loss over `fraction` of `data`, each layer's scores L2-normalised."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction={fraction} must lie in (0, 1]")
+    fraction_count(1, fraction)  # refuse a bad fraction before any work
     cfg = model.config
     per_sec = 1000 // cfg.frame_ms
     lengths = data.feats.lengths()
     crop = int(lengths.max(initial=1))
     batches = epoch_batches(lengths, crop, int(batch_seconds * per_sec), seed, 0)
-    batches = batches[: max(1, int(round(len(batches) * fraction)))]
+    batches = batches[: fraction_count(len(batches), fraction)]
     gen = torch.Generator().manual_seed(seed)
 
     def ssl_loss(crops: list) -> Callable[[MelHuBERT], torch.Tensor]:

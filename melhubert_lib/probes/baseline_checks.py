@@ -21,7 +21,7 @@ from ..data.tasks import load_task
 from ..data.workspace import Workspace
 from ..model import MelHuBERT
 from ..scales import DownstreamScale
-from .bootstrap import paired_rate_difference, rate_interval
+from .bootstrap import RateCounts, paired_rate_difference, rate_interval
 from .layer_features import FLOORS, floor_sources, model_source
 from .superb import evaluate_source, seed_errors
 
@@ -55,7 +55,7 @@ def phone_probe_check(ws: Workspace, pretrained: MelHuBERT, untrained: MelHuBERT
         for layer in range(source.model.config.depth + 1 if source.model is not None else 1):
             results = evaluate_source(ws, source, [task], settings, layer=layer)
             errors[(source.name, layer)] = seed_errors(results, "accuracy")
-            right = rate_interval(*errors[(source.name, layer)]).complement()  # errors count misclassified frames
+            right = rate_interval(errors[(source.name, layer)]).complement()  # errors count misclassified frames
             rows.append({"features": source.name, "layer": layer,
                          "dev_accuracy": float(np.mean([r.dev["accuracy"] for r in results])),
                          "test_accuracy": right.value, "test_low": right.low, "test_high": right.high})
@@ -64,7 +64,7 @@ def phone_probe_check(ws: Workspace, pretrained: MelHuBERT, untrained: MelHuBERT
     best = {r.features: errors[(r.features, r.layer)] for r in table[table.best].itertuples()}
     margins = []
     for floor in FLOORS:
-        diff = paired_rate_difference(*best[floor], *best["pretrained"])  # floor's errors minus the pretrained's
+        diff = paired_rate_difference(best[floor], best["pretrained"])  # floor's errors minus the pretrained's
         margins.append({"floor": floor, "margin": diff.value, "low": diff.low, "high": diff.high})
     return LearningCheck(table=table, margins=pd.DataFrame(margins))
 
@@ -76,8 +76,8 @@ class DepthCheck:
     per: pd.DataFrame  # source, layers, per, per_lo, per_hi (mean over probe seeds, 95 % interval)
     gaps: pd.DataFrame  # shallower, deeper, gap, gap_lo, gap_hi (PER points of the shallower minus the deeper, 0-1)
     layer_weights: list[float]  # the whole model's PR Featurizer weights (0 = encoder input), mean over seeds
-    # per source: test errors and units, shape (probe seeds, utterances), for further paired comparisons
-    errors: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    # per source: test errors and units of every probe seed, for further paired comparisons
+    errors: dict[str, RateCounts] = field(default_factory=dict, repr=False)
 
     def holds(self, aim: float) -> bool:
         """True when every depth is resolvably worse than the next (intervals clear of zero), first-1 is at least
@@ -105,13 +105,13 @@ def pr_depth_check(ws: Workspace, model: MelHuBERT, settings: DownstreamScale | 
             weights = np.mean([r.layer_weights for r in results], axis=0).tolist()
     per = []
     for n, name in enumerate(names, 1):
-        iv = rate_interval(*errors[name])
+        iv = rate_interval(errors[name])
         per.append({"source": name, "layers": n, "per": iv.value, "per_lo": iv.low, "per_hi": iv.high})
     pairs = list(zip(names[:-1], names[1:], strict=True))
     if depth > 2:
         pairs.append(("first-1", "all"))  # with depth 2 the one consecutive pair is this one
     gaps = []
     for shallower, deeper in pairs:
-        d = paired_rate_difference(*errors[shallower], *errors[deeper])
+        d = paired_rate_difference(errors[shallower], errors[deeper])
         gaps.append({"shallower": shallower, "deeper": deeper, "gap": d.value, "gap_lo": d.low, "gap_hi": d.high})
     return DepthCheck(pd.DataFrame(per), pd.DataFrame(gaps), weights, errors)

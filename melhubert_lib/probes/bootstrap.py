@@ -46,22 +46,41 @@ class Interval:
 Difference = Interval  # a difference of two rates is an interval around it like any other estimate
 
 
-def _per_seed(counts: np.ndarray, units: np.ndarray, name: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """Counts and units as float arrays of shape (seeds, utterances); a 1-D pair is one seed."""
-    counts, units = np.asarray(counts, float), np.asarray(units, float)
-    if counts.ndim == 1:
-        counts = counts[None]
-    if units.ndim == 1 and units.shape[0] == counts.shape[-1]:
-        units = np.broadcast_to(units, counts.shape)
-    if counts.shape != units.shape or counts.ndim != 2 or counts.shape[1] == 0:
-        raise ValueError(f"need one count and one unit total per utterance (and seed){name}, got "
-                         f"{np.shape(counts)} and {np.shape(units)}")
-    return counts, units
+@dataclass(frozen=True)
+class RateCounts:
+    """One system's per-utterance counts on a test set: the events counted (errors, or right answers for an
+    accuracy) and the units they are out of (words, phones, frames, clips), float arrays of shape (seeds,
+    utterances); a 1-D pair is one seed, and 1-D units serve every seed."""
+
+    counts: np.ndarray
+    units: np.ndarray
+
+    def __post_init__(self) -> None:
+        counts, units = np.asarray(self.counts, float), np.asarray(self.units, float)
+        if counts.ndim == 1:
+            counts = counts[None]
+        if units.ndim == 1 and units.shape[0] == counts.shape[-1]:
+            units = np.broadcast_to(units, counts.shape)
+        if counts.shape != units.shape or counts.ndim != 2 or counts.shape[1] == 0:
+            raise ValueError(f"need one count and one unit total per utterance (and seed), got "
+                             f"{np.shape(self.counts)} and {np.shape(self.units)}")
+        object.__setattr__(self, "counts", counts)
+        object.__setattr__(self, "units", units)
+
+    @property
+    def n_utterances(self) -> int:
+        """How many test utterances the counts cover."""
+        return self.counts.shape[1]
+
+    @property
+    def n_seeds(self) -> int:
+        """How many probe seeds the counts cover."""
+        return self.counts.shape[0]
 
 
-def _replicates(counts: np.ndarray, units: np.ndarray, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _replicates(system: RateCounts, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Mean rate over redrawn seeds on each replicate's utterances: (n_boot,)."""
-    rates = counts[:, idx].sum(-1) / units[:, idx].sum(-1)  # (seeds, n_boot)
+    rates = system.counts[:, idx].sum(-1) / system.units[:, idx].sum(-1)  # (seeds, n_boot)
     n_seeds, n_boot = rates.shape
     if n_seeds == 1:
         return rates[0]
@@ -69,41 +88,38 @@ def _replicates(counts: np.ndarray, units: np.ndarray, idx: np.ndarray, rng: np.
     return rates[drawn, np.arange(n_boot)[:, None]].mean(1)
 
 
-def _estimate(counts: np.ndarray, units: np.ndarray) -> np.float64:
+def _estimate(system: RateCounts) -> np.float64:
     """The mean of the seeds' rates (a numpy float: a statistic dividing by a zero difference gives nan, no error)."""
-    return np.mean(counts.sum(1) / units.sum(1))
+    return np.mean(system.counts.sum(1) / system.units.sum(1))
 
 
-def rate_interval(counts: np.ndarray, units: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> Interval:
+def rate_interval(system: RateCounts, n_boot: int = N_BOOT, seed: int = 0) -> Interval:
     """The rate (mean over seeds) with its 95 % bootstrap interval, resampling utterances and seeds."""
-    counts, units = _per_seed(counts, units)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, counts.shape[1], size=(n_boot, counts.shape[1]))
-    lo, hi = np.percentile(_replicates(counts, units, idx, rng), [2.5, 97.5])
-    return Interval(float(_estimate(counts, units)), float(lo), float(hi))
+    idx = rng.integers(0, system.n_utterances, size=(n_boot, system.n_utterances))
+    lo, hi = np.percentile(_replicates(system, idx, rng), [2.5, 97.5])
+    return Interval(float(_estimate(system)), float(lo), float(hi))
 
 
-def paired_rate_difference(a_counts: np.ndarray, a_units: np.ndarray, b_counts: np.ndarray, b_units: np.ndarray,
-                           n_boot: int = N_BOOT, seed: int = 0) -> Interval:
+def paired_rate_difference(a: RateCounts, b: RateCounts, n_boot: int = N_BOOT, seed: int = 0) -> Interval:
     """Rate of a minus rate of b over the same utterances (same order), with a paired 95 % bootstrap interval."""
-    return paired_statistic([(a_counts, a_units), (b_counts, b_units)], lambda a, b: a - b, n_boot, seed)
+    return paired_statistic([a, b], lambda x, y: x - y, n_boot, seed)
 
 
-def paired_statistic(systems: list[tuple[np.ndarray, np.ndarray]], statistic: Callable[..., np.ndarray],
+def paired_statistic(systems: list[RateCounts], statistic: Callable[..., np.ndarray],
                      n_boot: int = N_BOOT, seed: int = 0) -> Interval:
     """A function of several systems' rates on the same utterances (e.g. the share of a gain one keeps), with a
     paired 95 % bootstrap interval: every replicate resamples the same utterances for all systems and draws each
     system's seeds independently. `statistic` takes one rate per system (floats or arrays of replicates)."""
-    pairs = [_per_seed(c, u, f" for system {i}") for i, (c, u) in enumerate(systems)]
-    if len({c.shape[1] for c, _ in pairs}) != 1:
+    if len({system.n_utterances for system in systems}) != 1:
         raise ValueError(f"systems: each system needs one result per paired utterance, got "
-                         f"{[c.shape[1] for c, _ in pairs]} utterances")
-    n = pairs[0][0].shape[1]
+                         f"{[system.n_utterances for system in systems]} utterances")
+    n = systems[0].n_utterances
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
     with np.errstate(divide="ignore", invalid="ignore"):  # e.g. a share of a gain when floor and baseline tie
-        replicates = statistic(*(_replicates(c, u, idx, rng) for c, u in pairs))
-        value = statistic(*(_estimate(c, u) for c, u in pairs))
+        replicates = statistic(*(_replicates(system, idx, rng) for system in systems))
+        value = statistic(*(_estimate(system) for system in systems))
     # a ratio whose denominator is zero (a share of a gain where floor and baseline tie) is undefined, not infinite
     replicates = np.where(np.isfinite(replicates), replicates, np.nan)
     value = value if np.isfinite(value) else float("nan")

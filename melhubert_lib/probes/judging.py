@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -25,7 +24,7 @@ from ..data.tasks import TASKS, TaskData
 from ..data.workspace import Workspace
 from ..efficiency import EFFICIENCY_CACHE, Efficiency, measure
 from . import stacked_probes, superb
-from .bootstrap import Difference, Interval, paired_rate_difference, rate_interval
+from .bootstrap import Difference, Interval, RateCounts, paired_rate_difference, rate_interval
 from .layer_features import FeatureSource, layers_dir
 from .superb import TaskResult, evaluate_source
 
@@ -104,15 +103,15 @@ def error_difference(ws: Workspace, a: str, b: str, task: str, seeds: tuple[int,
     `results/test_utterances.csv`, or `table`, that file already read; accuracy tasks: 1 - accuracy). `metric`: the
     task's own unless given (ASR: CER)."""
     table = utterance_table(ws) if table is None else table  # read once for both sources
-    return paired_rate_difference(*utterance_errors(ws, a, task, seeds, metric, table),
-                                  *utterance_errors(ws, b, task, seeds, metric, table))
+    return paired_rate_difference(utterance_errors(ws, a, task, seeds, metric, table),
+                                  utterance_errors(ws, b, task, seeds, metric, table))
 
 
 def error_interval(ws: Workspace, source: str, task: str, seeds: tuple[int, ...] | None = None,
                    metric: str | None = None) -> Interval:
     """Test error rate of `source` on `task` (mean over probe `seeds`, default every seed on file), with a 95 %
     bootstrap interval over the test utterances and the probe seeds. `metric`: the task's own unless given."""
-    return rate_interval(*utterance_errors(ws, source, task, seeds, metric))
+    return rate_interval(utterance_errors(ws, source, task, seeds, metric))
 
 
 def score_intervals(ws: Workspace, sources: list[str], tasks: list[str], headline: bool = False) -> pd.DataFrame:
@@ -124,12 +123,12 @@ def score_intervals(ws: Workspace, sources: list[str], tasks: list[str], headlin
     for task in tasks:
         for metric in TASKS[task].metrics[:1] if headline else TASKS[task].metrics:
             for source in sources:
-                errors, units = utterance_errors(ws, source, task, metric=metric, table=table)
-                iv = rate_interval(errors, units)
+                errors = utterance_errors(ws, source, task, metric=metric, table=table)
+                iv = rate_interval(errors)
                 shown = iv.complement() if metric == "accuracy" else iv
                 rows.append({"source": source, "task": task, "metric": metric, "value": shown.value,
                              "value_lo": shown.low, "value_hi": shown.high, "error": iv.value, "error_lo": iv.low,
-                             "error_hi": iv.high, "probe_seeds": len(errors)})
+                             "error_hi": iv.high, "probe_seeds": errors.n_seeds})
     return pd.DataFrame(rows)
 
 
@@ -140,8 +139,8 @@ def utterance_table(ws: Workspace) -> pd.DataFrame:
 
 
 def utterance_errors(ws: Workspace, source: str, task: str, seeds: tuple[int, ...] | None = None,
-                     metric: str | None = None, table: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Errors and units of every test utterance, shape (seeds, utterances), from `results/test_utterances.csv`
+                     metric: str | None = None, table: pd.DataFrame | None = None) -> RateCounts:
+    """Errors and units of every test utterance and probe seed, from `results/test_utterances.csv`
     (or from `table`, that file already read). `metric`: the task's own unless given."""
     metric = metric or TASKS[task].metric
     table = utterance_table(ws) if table is None else table
@@ -152,7 +151,7 @@ def utterance_errors(ws: Workspace, source: str, task: str, seeds: tuple[int, ..
         raise ValueError(f"no per-utterance {task} {metric} results for {source!r} (seeds {seeds or 'any'}) in "
                          f"{ws.results / UTTERANCES_FILE}: evaluate it first")
     wide = rows.pivot_table(index="seed", columns="utterance", values=["errors", "units"])
-    return wide["errors"].to_numpy(), wide["units"].to_numpy()
+    return RateCounts(wide["errors"].to_numpy(), wide["units"].to_numpy())
 
 
 def _stored(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:

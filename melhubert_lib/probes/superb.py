@@ -26,6 +26,7 @@ from ..data.tasks import SPLITS, TaskData
 from ..data.workspace import Workspace
 from ..model import padded_frames
 from ..scales import DownstreamScale
+from .bootstrap import RateCounts
 from .layer_features import FeatureSource, task_features
 from .stacked_probes import CLIP_NORM, StackedLinearProbes
 
@@ -272,10 +273,10 @@ class _SeparateProbes(_Trainer):
         """Nothing to do: the probes are the trained modules."""
 
 
-def seed_errors(results: list[TaskResult], metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """The test errors and units of one source's probe seeds for `metric`, shape (seeds, utterances): what the
-    bootstrap intervals take."""
-    return (np.stack([r.test_errors[metric] for r in results]), np.stack([r.test_units[metric] for r in results]))
+def seed_errors(results: list[TaskResult], metric: str) -> RateCounts:
+    """The test errors and units of one source's probe seeds for `metric`: what the bootstrap intervals take."""
+    return RateCounts(np.stack([r.test_errors[metric] for r in results]),
+                      np.stack([r.test_units[metric] for r in results]))
 
 
 def _layer_stats(store: FrameStore, chunk: int = 32_768) -> tuple[torch.Tensor, torch.Tensor]:

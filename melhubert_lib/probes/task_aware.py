@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..compression.head_pruning import gradient_head_importance, pruning_step
+from ..compression.head_pruning import fraction_count, gradient_head_importance, pruning_step
 from ..compression.layer_pruning import ranked_step
 from ..compression.levels import CompressionRun, compress_levels
 from ..data.batching import Batch, collate, eval_batches
@@ -106,8 +106,8 @@ def task_layer_importance(ws: Workspace, model: MelHuBERT, task: TaskData, probe
 def _probe_losses(ws: Workspace, model: MelHuBERT, task: TaskData, probe: Probe,
                   fraction: float) -> Iterator[Callable[[MelHuBERT], torch.Tensor]]:
     """The frozen probe's loss functions over `fraction` of `task`'s train split, checked against `model`."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction={fraction} must lie in (0, 1]")
+    labels = task.splits["train"].labels
+    n = fraction_count(len(labels), fraction)
     if task.spec.kind == "frame":
         raise ValueError(f"task {task.spec.name} is the baseline's frame-level learning check, not a target of "
                          "task-aware pruning: choose PR, SID, KS or ASR")
@@ -115,8 +115,6 @@ def _probe_losses(ws: Workspace, model: MelHuBERT, task: TaskData, probe: Probe,
         raise ValueError(f"the {task.spec.name} probe reads {probe.mean.shape[0]} hidden states, the model has "
                          f"{model.config.depth + 1}: train the probe on this model's features")
     inputs = split_inputs(ws, task, "train", model.feature_stats, model.config.frame_ms)
-    labels = task.splits["train"].labels
-    n = max(1, int(round(len(labels) * fraction)))
     probe = probe.eval()
     for p in probe.parameters():
         p.requires_grad_(False)

@@ -65,11 +65,27 @@ class SSLData:
         return fingerprint(self.feats.content_hash(), self.targets.content_hash())
 
 
+@dataclass
+class PartLoss:
+    """An objective's result on one micro-batch: the per-frame loss summed over its counted frames, and how many of
+    those frames the model got right."""
+
+    summed: torch.Tensor
+    correct: float
+
+
+@dataclass
+class StepResult:
+    """One update's loss and accuracy per counted frame of the global batch."""
+
+    loss: float
+    accuracy: float
+
+
 class Objective:
     """What a training step minimises; the default is masked prediction of the cluster targets.
 
-    `frames` counts the frames the global batch's loss averages over; `__call__` returns the summed
-    per-frame loss of a micro-batch and how many of its frames the model got right.
+    `frames` counts the frames the global batch's loss averages over; `__call__` returns a micro-batch's `PartLoss`.
     """
 
     def parameters(self) -> list[torch.nn.Parameter]:
@@ -92,10 +108,10 @@ class Objective:
         return int(((batch.targets >= 0) & mask).sum())
 
     def __call__(self, model: torch.nn.Module, part: Batch, mask: torch.Tensor,
-                 device: torch.device) -> tuple[torch.Tensor, float]:
+                 device: torch.device) -> PartLoss:
         """Summed cross-entropy over the masked frames and the count of correct argmaxes."""
         out = model(part.feats.to(device), part.lengths, part.targets.to(device), mask.to(device))
-        return out.training_loss * out.n_masked, float(out.correct)
+        return PartLoss(out.training_loss * out.n_masked, float(out.correct))
 
 
 @dataclass
@@ -336,16 +352,16 @@ def train(
         index += 1
         for group in optimizer.param_groups:
             group["lr"] = sched.lr * lr_factor(step, sched)
-        loss, acc = _train_step(wrapped, model, optimizer, batch, sched, seed, step, info, objective)
+        result = _train_step(wrapped, model, optimizer, batch, sched, seed, step, info, objective)
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
+        bar.set_postfix(loss=f"{result.loss:.3f}", acc=f"{result.accuracy:.3f}")
         if step % sched.log_every == 0 or step == sched.steps:
-            metrics_rows += [_row(step, "train", "loss", loss), _row(step, "train", "accuracy", acc),
+            metrics_rows += [_row(step, "train", "loss", result.loss), _row(step, "train", "accuracy", result.accuracy),
                              _row(step, "train", "lr", optimizer.param_groups[0]["lr"])]
             if writer:
-                writer.add_scalar(TRAIN_LOSS_TAG, loss, step)
-                writer.add_scalar("mel_hubert_masked_prediction/train-accuracy", acc, step)
+                writer.add_scalar(TRAIN_LOSS_TAG, result.loss, step)
+                writer.add_scalar("mel_hubert_masked_prediction/train-accuracy", result.accuracy, step)
                 writer.add_scalar("mel_hubert_masked_prediction/lr", optimizer.param_groups[0]["lr"], step)
         if step % sched.eval_every == 0 or step == sched.steps:
             val = evaluate_ssl(model, valid_data, device=info.device)
@@ -405,8 +421,8 @@ def rank_rows(n_rows: int, grad_accum: int, rank: int, world: int) -> list[int]:
 
 def _train_step(wrapped: torch.nn.Module, model: MelHuBERT, optimizer: torch.optim.Optimizer, batch: Batch,
                 sched: PretrainScale, seed: int, step: int, info: DistInfo,
-                objective: Objective) -> tuple[float, float]:
-    """One update over the global batch; returns the batch's loss and accuracy per counted frame."""
+                objective: Objective) -> StepResult:
+    """One update over the global batch."""
     cfg = model.config
     gen = torch.Generator().manual_seed(_step_seed(seed, step))
     mask = compute_span_mask(tuple(batch.targets.shape), cfg.mask_prob, cfg.mask_span, batch.lengths, gen)
@@ -426,11 +442,11 @@ def _train_step(wrapped: torch.nn.Module, model: MelHuBERT, optimizer: torch.opt
             else:
                 scale = 1.0
             with torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=sched.precision == "bfloat16"):
-                part_sum, part_correct = objective(wrapped, batch.select(mine.tolist()), mask[mine], info.device)
-            part_sum = part_sum * scale
+                part = objective(wrapped, batch.select(mine.tolist()), mask[mine], info.device)
+            part_sum = part.summed * scale
             (part_sum * info.world / max(n_total, 1)).backward()
             loss_sum += part_sum.detach()
-            correct += part_correct * scale
+            correct += part.correct * scale
     if info.world > 1:
         dist.all_reduce(loss_sum)
         dist.all_reduce(correct)
@@ -442,7 +458,7 @@ def _train_step(wrapped: torch.nn.Module, model: MelHuBERT, optimizer: torch.opt
         )
     torch.nn.utils.clip_grad_norm_(model.parameters(), sched.clip_norm)
     optimizer.step()
-    return loss, float(correct) / max(n_total, 1)
+    return StepResult(loss, float(correct) / max(n_total, 1))
 
 
 def _save_checkpoint(run_dir: Path, model: MelHuBERT, optimizer: torch.optim.Optimizer, step: int,

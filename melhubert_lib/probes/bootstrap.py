@@ -46,7 +46,7 @@ class Interval:
 Difference = Interval  # a difference of two rates is an interval around it like any other estimate
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: no meaningful == or hash
 class RateCounts:
     """One system's per-utterance counts on a test set: the events counted (errors, or right answers for an
     accuracy) and the units they are out of (words, phones, frames, clips), float arrays of shape (seeds,

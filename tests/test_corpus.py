@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from melhubert_lib.data.audio import SAMPLE_RATE, load_audio
+from melhubert_lib.data.audio import SAMPLE_RATE, load_audio, save_audio
 from melhubert_lib.data.corpus import (
     KEYWORDS,
     PHONES,
@@ -37,8 +37,10 @@ from melhubert_lib.data.corpus.espeak import ESpeak
 from melhubert_lib.data.corpus.phones import ACCENT_OVERRIDES, DEFAULT_MAPPING
 from melhubert_lib.data.corpus.plan import KEYWORDS as PLANNED_KEYWORDS
 from melhubert_lib.data.corpus.plan import clip_subsets, plan_corpus
+from melhubert_lib.data.corpus.records import LabeledClip
 from melhubert_lib.data.corpus.speakers import ACCENTS, VARIANTS, SpeakerProfile
 from melhubert_lib.data.corpus.text import SentenceGenerator, default_vocabulary
+from melhubert_lib.data.corpus_stats import speaker_pitch
 from melhubert_lib.scales import get_scale
 
 SCALE = get_scale("smoke").corpus
@@ -409,16 +411,16 @@ def test_a_setting_left_at_none_is_not_part_of_a_corpus_identity():
 
 
 def test_speaker_pitch_finds_a_tones_frequency_and_restores_the_thread_count(tmp_path):
-    from melhubert_lib.data.audio import save_audio
-    from melhubert_lib.data.corpus.records import LabeledClip
-    from melhubert_lib.data.corpus_stats import speaker_pitch
-
     t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
     clips = []
     for name, hz in (("low", 120.0), ("high", 220.0)):
         save_audio(tmp_path / f"{name}.flac", 0.5 * np.sin(2 * np.pi * hz * t))
         clips.append(LabeledClip(tmp_path / f"{name}.flac", name))
-    threads = torch.get_num_threads()
-    pitch = speaker_pitch(clips).set_index("speaker").pitch_hz
-    assert torch.get_num_threads() == threads
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # not 1, which the detector runs on, so a missing restore shows
+    try:
+        pitch = speaker_pitch(clips).set_index("speaker").pitch_hz
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
     assert pitch["low"] == pytest.approx(120.0, rel=0.05) and pitch["high"] == pytest.approx(220.0, rel=0.05)

@@ -253,7 +253,7 @@ def _probes(n_layers: int, seeds: tuple[int, ...], width: int = 8, n_out: int = 
 @pytest.mark.parametrize("n_layers", [1, 4])
 def test_stacked_probes_compute_each_seeds_featurizer_and_linear_layer(n_layers):
     probes = _probes(n_layers, (0, 1, 2))
-    layers = torch.randn(3, 7, n_layers, 8)
+    layers = torch.randn(n_layers, 3, 7, 8)  # layer-major, as the probes' batches are
     stacked = StackedLinearProbes(probes)(layers)
     for i, probe in enumerate(probes):
         alone = probe.head(layers, torch.tensor([7, 5, 2]))
@@ -266,7 +266,7 @@ def test_stacked_probes_compute_each_seeds_featurizer_and_linear_layer(n_layers)
 def test_stacked_probes_clip_each_seed_as_clip_grad_norm_clips_that_probe_alone():
     probes = _probes(3, (0, 1))
     stack = StackedLinearProbes(probes)
-    layers, lengths, labels = torch.randn(4, 1, 3, 8), torch.ones(4, dtype=torch.long), torch.tensor([0, 1, 2, 3])
+    layers, lengths, labels = torch.randn(3, 4, 1, 8), torch.ones(4, dtype=torch.long), torch.tensor([0, 1, 2, 3])
     # seed 1's logits scaled up: its gradient norm exceeds the limit, seed 0's stays below
     seeds_loss(stack(layers) * torch.tensor([0.01, 1e3])[:, None, None, None], lengths, labels).backward()
     stack.clip_each_seed()
@@ -286,7 +286,7 @@ def test_stacked_probes_write_every_seeds_parameters_back_into_its_probe():
             p.add_(torch.randn_like(p))
     saved = stack.seed_state(1)
     stack.write_back(probes)
-    layers = torch.randn(2, 5, 3, 8)
+    layers = torch.randn(3, 2, 5, 8)
     expected = stack(layers)
     for i, probe in enumerate(probes):
         torch.testing.assert_close(probe.head(layers, torch.tensor([5, 5])), expected[i])
@@ -294,6 +294,23 @@ def test_stacked_probes_write_every_seeds_parameters_back_into_its_probe():
         stack.out_bias.zero_()
     stack.load_seed_state(1, saved)
     assert torch.equal(stack.out_bias[1], saved["out_bias"]) and not stack.out_bias[0].any()
+
+
+def test_a_probe_batch_is_each_utterances_frames_standardised_layer_major_with_standardised_zero_padding(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=(n, 3, 4)).astype(np.float16) for n in (5, 2, 4)]  # float16, as the layer caches
+    FrameStore.from_arrays(arrays, ["a", "b", "c"]).save(tmp_path / "s.frames")
+    store = FrameStore.load(tmp_path / "s.frames")  # memory-mapped, as the probes read it
+    probe = Probe(LayerLayout(3, [4] * 3, [1] * 3), 5, torch.randn(3, 4), torch.rand(3, 4) + 0.5)
+    batch = superb._Split(store, [0, 1, 2], probe.standardize_).batch([2, 0, 1])
+    padded = torch.zeros(3, 5, 3, 4)  # (B, T, L, D): zeros at the padding, before standardising
+    for j, i in enumerate([2, 0, 1]):
+        padded[j, : len(arrays[i])] = torch.from_numpy(arrays[i].astype(np.float32))
+    expected = ((padded - probe.mean) / probe.std).permute(2, 0, 1, 3)  # the formula, out of place
+    assert batch.feats.shape == (3, 3, 5, 4) and torch.equal(batch.feats, expected)
+    assert batch.lengths.tolist() == [4, 5, 2] and batch.labels.tolist() == [2, 0, 1]
+    assert torch.equal(probe(padded, batch.lengths), probe.head(expected, batch.lengths))  # raw (B, T, L, D) input
+    assert torch.equal(padded[0, 0], torch.from_numpy(arrays[2][0].astype(np.float32)))  # forward left its input
 
 
 def test_ctc_probe_reads_a_frame_code():
@@ -728,9 +745,9 @@ def test_the_probes_learning_rate_follows_the_schedule_epoch_by_epoch(monkeypatc
     used = []
     step = superb._StackedProbes.step
 
-    def recording_step(self, layers, batch):
+    def recording_step(self, batch):
         used.append(self.optimizers[0].param_groups[0]["lr"])
-        step(self, layers, batch)
+        step(self, batch)
 
     monkeypatch.setattr(superb._StackedProbes, "step", recording_step)
     train_probes("synthetic", task, feats, settings, (0, 1))

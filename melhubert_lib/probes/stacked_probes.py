@@ -42,12 +42,12 @@ class StackedLinearProbes(nn.Module):
         return self.out_bias.shape[0]
 
     def forward(self, layers: torch.Tensor) -> torch.Tensor:
-        """Standardised (B, T, L, D) features -> (S, B, T, C) logits of every seed's probe."""
-        b, t, n_layers, d = layers.shape
+        """Standardised layer-major (L, B, T, D) features -> (S, B, T, C) logits of every seed's probe."""
+        n_layers, b, t, d = layers.shape
         if self.single_layer:
             hs = layers.reshape(1, b * t, d).expand(self.n_seeds, -1, -1)
-        else:
-            by_layer = layers.permute(2, 0, 1, 3).reshape(n_layers, b * t * d)  # one copy, shared by all seeds
+        else:  # one product reads the batch for all seeds, as it is laid out (no copy when it is contiguous)
+            by_layer = layers.reshape(n_layers, b * t * d)
             hs = (F.softmax(self.layer_weights, dim=-1) @ by_layer).view(self.n_seeds, b * t, d)
         logits = torch.baddbmm(self.out_bias[:, None, :], hs, self.out_weight)
         return logits.view(self.n_seeds, b, t, -1)

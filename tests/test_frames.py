@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from melhubert_lib.data.batching import Crop, collate
 from melhubert_lib.data.frames import FrameStore, FrameWriter, cached, extract, is_store
-from melhubert_lib.data.workspace import model_inputs
+from melhubert_lib.data.workspace import model_inputs, open_workspace, raw_frames
 from melhubert_lib.training.pretrain import rank_rows
 
 
@@ -111,3 +113,14 @@ def test_a_cache_derived_from_a_store_is_keyed_on_that_stores_own_cache_name(tmp
     assert in_memory.key == in_memory.content_hash()
     in_memory.save(tmp_path / "frames-1234.frames")
     assert FrameStore.load(tmp_path / "frames-1234.frames").key == "frames-1234.frames"
+
+
+def test_one_workspace_opened_by_a_relative_or_an_absolute_path_finds_the_same_cached_frames(smoke_ws, monkeypatch):
+    absolute = raw_frames(smoke_ws, "pretrain-valid", "fbank")
+    monkeypatch.chdir(smoke_ws.root.parent.parent)  # as the notebooks open `../work` and the CLI `work`
+    relative = open_workspace(smoke_ws.scale, smoke_ws.root.parent.name, seed=smoke_ws.seed, workers=1)
+    assert not relative.root.is_absolute() and relative.root.resolve() == smoke_ws.root.resolve()
+    assert raw_frames(relative, "pretrain-valid", "fbank").path.name == absolute.path.name  # no second extraction
+    keys = relative.path_keys([relative.root / "corpus" / "a.flac", smoke_ws.root / "corpus" / "a.flac",
+                               relative.root.parent / "elsewhere.flac"])
+    assert keys[:2] == ["corpus/a.flac"] * 2 and keys[2] == os.path.abspath(relative.root.parent / "elsewhere.flac")

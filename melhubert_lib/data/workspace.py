@@ -67,14 +67,27 @@ class Workspace:
         real corpora's folders."""
         if self.corpus_root is not None:
             return {"synthetic": json.loads((self.corpus_root / corpus.MARKER_FILE).read_text())["settings"]}
-        return {"librispeech": str(self.librispeech), "voxceleb1": str(self.voxceleb1),
-                "speech_commands": str(self.speech_commands),
+        return {"librispeech": _absolute(self.librispeech), "voxceleb1": _absolute(self.voxceleb1),
+                "speech_commands": _absolute(self.speech_commands),
                 "pretrain_splits": list(self.scale.corpus.pretrain_splits)}
+
+    def path_keys(self, paths: list[Path]) -> list[str]:
+        """How audio files enter a cache key: each one's path inside the workspace where it lies there, else its
+        absolute path; so one workspace opened as `work` (the CLI, the benchmarks) or `../work` (the notebooks) finds
+        the same caches, and a workspace moved whole keeps them. (Absolute by spelling, not by resolving links: no
+        file system call per file.)"""
+        root = os.path.join(os.path.abspath(self.root), "")
+        return [path[len(root) :] if path.startswith(root) else path for path in map(os.path.abspath, paths)]
 
     @property
     def pretrain_splits(self) -> tuple[str, ...]:
         """The LibriSpeech split folders read as the pretraining split (the synthetic corpus writes one)."""
         return (PRETRAIN_SPLIT,) if self.corpus_root is not None else self.scale.corpus.pretrain_splits
+
+
+def _absolute(path: Path | None) -> str | None:
+    """A corpus folder as it enters the data identity: absolute, however it was spelt (None when absent)."""
+    return None if path is None else os.path.abspath(path)
 
 
 def frames_version(ws: Workspace) -> str:
@@ -136,7 +149,7 @@ def raw_frames(ws: Workspace, split: str, kind: str) -> FrameStore:
 
 
 def _cached_frames(ws: Workspace, name: str, paths: list[Path], ids: list[str], kind: str) -> FrameStore:
-    path = ws.cache / f"{name}-{fingerprint(frames_version(ws), [str(p) for p in paths], ids)}.frames"
+    path = ws.cache / f"{name}-{fingerprint(frames_version(ws), ws.path_keys(paths), ids)}.frames"
     return cached(path, lambda: extract(paths, ids, FEATURIZERS[kind], name, out=path))
 
 

@@ -326,7 +326,7 @@ class _Split:
         # one converting copy per utterance straight into the layer-major batch (the layout the probes read), zeros
         # at the padding, then standardised in place: a third of the time of copy, standardise, transpose
         for j, i in enumerate(rows):
-            feats[:, j, : lengths[j]] = _frames_in_place(self.store, i).permute(1, 0, 2)
+            feats[:, j, : lengths[j]] = _frames_view(self.store, i).permute(1, 0, 2)
             feats[:, j, lengths[j] :] = 0.0
         self.standardize_(feats)
         labels = [self.labels[i] for i in rows]
@@ -356,7 +356,7 @@ class _Split:
         return [self.batch(g) for g in groups]
 
 
-def _frames_in_place(store: FrameStore, i: int) -> torch.Tensor:
+def _frames_view(store: FrameStore, i: int) -> torch.Tensor:
     """Utterance `i`'s frames as a tensor over the store's own memory, without the copy `store[i]` makes (the batch
     copies them on, converting as it goes); read-only when memory-mapped: nothing writes to it."""
     with warnings.catch_warnings():  # torch warns that a read-only memory map is not writable: nothing writes here

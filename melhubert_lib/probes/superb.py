@@ -318,16 +318,20 @@ class _Split:
         if len(store) != len(labels):
             raise ValueError(f"{len(store)} feature matrices for {len(labels)} labels")
         self.store, self.labels, self.standardize_ = store, labels, standardize_
+        self.lengths = store.lengths()
 
     def batch(self, rows: list[int]) -> _Batch:
-        lengths = torch.from_numpy(self.store.lengths()[rows])
-        n_layers, width = self.store.data.shape[1:]
-        feats = torch.empty(n_layers, len(rows), int(lengths.max()), width)
-        # one converting copy per utterance straight into the layer-major batch (the layout the probes read), zeros
-        # at the padding, then standardised in place: a third of the time of copy, standardise, transpose
-        for j, i in enumerate(rows):
-            feats[:, j, : lengths[j]] = _frames_view(self.store, i).permute(1, 0, 2)
-            feats[:, j, lengths[j] :] = 0.0
+        lengths = torch.from_numpy(self.lengths[rows])
+        data, offsets = self.store.data, self.store.offsets
+        feats = torch.empty(data.shape[1], len(rows), int(lengths.max()), data.shape[2])
+        # one converting copy per utterance, read from the store's memory (not the copy `store[i]` makes) straight
+        # into the layer-major batch the probes read, zeros at the padding, then standardised in place: a third of
+        # the time of copy, standardise, transpose
+        with warnings.catch_warnings():  # torch warns that a read-only memory map is not writable: nothing writes
+            warnings.simplefilter("ignore", UserWarning)
+            for j, i in enumerate(rows):
+                feats[:, j, : lengths[j]] = torch.from_numpy(data[offsets[i] : offsets[i + 1]]).permute(1, 0, 2)
+                feats[:, j, lengths[j] :] = 0.0
         self.standardize_(feats)
         labels = [self.labels[i] for i in rows]
         if isinstance(labels[0], np.ndarray):  # frame labels: (B, T), padding frames ignored by the loss
@@ -342,7 +346,7 @@ class _Split:
         order = torch.randperm(len(self.labels), generator=gen).tolist() if gen else list(range(len(self.labels)))
         if not by_length:
             return [self.batch(order[i : i + BATCH_UTTERANCES]) for i in range(0, len(order), BATCH_UTTERANCES)]
-        lengths = self.store.lengths()
+        lengths = self.lengths
         groups, current, longest = [], [], 0
         for i in sorted(order, key=lambda i: lengths[i]) if gen is None else _bucketed(order, lengths):
             if current and max(longest, lengths[i]) * (len(current) + 1) > BATCH_FRAMES:
@@ -354,14 +358,6 @@ class _Split:
         if gen is not None:
             groups = [groups[i] for i in torch.randperm(len(groups), generator=gen).tolist()]
         return [self.batch(g) for g in groups]
-
-
-def _frames_view(store: FrameStore, i: int) -> torch.Tensor:
-    """Utterance `i`'s frames as a tensor over the store's own memory, without the copy `store[i]` makes (the batch
-    copies them on, converting as it goes); read-only when memory-mapped: nothing writes to it."""
-    with warnings.catch_warnings():  # torch warns that a read-only memory map is not writable: nothing writes here
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(store.data[store.offsets[i] : store.offsets[i + 1]])
 
 
 def _bucketed(order: list[int], lengths: np.ndarray, bucket: int = 256) -> list[int]:
